@@ -1,0 +1,36 @@
+"""The `hybridlm` command line: a thin typer shell over the Python API.
+
+Each stage registers its own sub-application here, so this file stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hybridlm.errors import HybridLMError
+
+app = typer.Typer(
+    name="hybridlm",
+    help="Build, plan, train, anneal, benchmark and serve hybrid SSM / attention / MoE language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Stage registrations (one line each; each module owns its commands).
+from hybridlm.cli import generate as _generate  # noqa: E402
+
+_generate.register(app)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except HybridLMError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
