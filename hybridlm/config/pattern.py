@@ -1,0 +1,174 @@
+"""The layer-pattern language, and readers for the layer descriptions users already have.
+
+A model is a sequence of residual sub-layers, written as whitespace-separated tokens:
+
+    r   Mamba1 mixer            x = x + mamba1(norm(x))
+    m   Mamba2 mixer            x = x + mamba2(norm(x))
+    a   attention               x = x + attn(norm(x))
+    f   dense MLP               x = x + mlp(norm(x))
+    e   mixture of experts      x = x + moe(norm(x))
+    g   shared-block call       t = proj_j(shared_{j % n_blocks}(x, x0)); the next token must be a
+                                Mamba mixer, which becomes x = x + mamba(norm(x + t))  (Zamba)
+
+Repetition: `TOKEN*N` and `(TOKENS)*N`, nestable. Example, Zamba2-1.2B (38 Mamba2 layers,
+a shared block before layers 5, 11, ..., 35):  `m*5 (g m m*5)*6 m*2`.
+
+Foreign formats read here:
+- Zyphra cookbook layer strings: `r` Mamba1, `m` Mamba2, `a` attention, `g` shared block, and a
+  number N = an MoE layer with N experts (BlackMamba: `r 8 r 8 ...`).
+- Megatron-LM hybrid layer pattern: one character per layer, `M` Mamba2, `*` attention,
+  `-` MLP, `E` MoE; `|` (pipeline-stage separators) is ignored.
+- mamba_ssm's `attn_layer_idx` (see `from_attn_layer_idx`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from hybridlm.errors import ConfigError
+
+MIXERS = ("r", "m", "a")
+MAMBA = ("r", "m")
+TOKENS = ("r", "m", "a", "f", "e", "g")
+TOKEN_NAMES = {
+    "r": "mamba1",
+    "m": "mamba2",
+    "a": "attention",
+    "f": "mlp",
+    "e": "moe",
+    "g": "shared",
+}
+
+_LEX = re.compile(r"\s*(\(|\)\*\d+|\)|[A-Za-z]+(?:\*\d+)?|\S)")
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand a pattern with repetitions into a flat list of single-letter tokens."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise ConfigError("layers: the layer pattern is empty; write tokens such as 'm m g m' (allowed: r m a f e g)")
+    pieces = _LEX.findall(pattern)
+    stack: list[list[str]] = [[]]
+    for piece in pieces:
+        if piece == "(":
+            stack.append([])
+        elif piece.startswith(")"):
+            if len(stack) == 1:
+                raise ConfigError(f"layers: unbalanced ')' in pattern {pattern!r}")
+            group = stack.pop()
+            count = int(piece[2:]) if piece.startswith(")*") else 1
+            stack[-1].extend(group * count)
+        else:
+            name, _, count = piece.partition("*")
+            if name not in TOKENS:
+                raise ConfigError(
+                    f"layers: unknown token {name!r} in pattern {pattern!r}; allowed: "
+                    + ", ".join(f"{t} ({TOKEN_NAMES[t]})" for t in TOKENS)
+                )
+            n = int(count) if count else 1
+            if count and n < 1:
+                raise ConfigError(f"layers: repeat count must be >= 1, got {piece!r}")
+            stack[-1].extend([name] * n)
+    if len(stack) != 1:
+        raise ConfigError(f"layers: unbalanced '(' in pattern {pattern!r}")
+    tokens = stack[0]
+    if not tokens:
+        raise ConfigError(f"layers: pattern {pattern!r} has no layers")
+    _check_order(tokens)
+    return tokens
+
+
+def _check_order(tokens: list[str]) -> None:
+    for i, tok in enumerate(tokens):
+        if tok == "g" and (i + 1 >= len(tokens) or tokens[i + 1] not in MAMBA):
+            after = tokens[i + 1] if i + 1 < len(tokens) else "the end"
+            raise ConfigError(
+                f"layers: a shared-block call 'g' (position {i}) must be followed by a Mamba mixer "
+                f"'r' or 'm', found {after!r}"
+            )
+
+
+def compress(tokens: list[str]) -> str:
+    """Write tokens back as a compact pattern (runs become TOKEN*N; 'g' stays attached)."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and tokens[j] == tokens[i]:
+            j += 1
+        run = j - i
+        out.append(tokens[i] if run == 1 else f"{tokens[i]}*{run}")
+        i = j
+    return " ".join(out)
+
+
+def from_cookbook(layer_string: str) -> tuple[str, int | None]:
+    """Zyphra cookbook layer string -> (pattern, number of experts or None).
+
+    Numbers mean an MoE layer with that many experts; all MoE layers must agree on the count.
+    """
+    tokens: list[str] = []
+    experts: set[int] = set()
+    for piece in layer_string.replace(",", " ").split():
+        if piece.isdigit():
+            if int(piece) < 1:
+                raise ConfigError(f"layers: MoE expert count must be >= 1 in cookbook string, got {piece}")
+            experts.add(int(piece))
+            tokens.append("e")
+        elif piece in ("r", "m", "a", "g"):
+            tokens.append(piece)
+        else:
+            raise ConfigError(
+                f"layers: unknown cookbook token {piece!r}; allowed: r (Mamba1), m (Mamba2), a (attention), "
+                "g (shared block), a number (MoE with that many experts)"
+            )
+    if len(experts) > 1:
+        raise ConfigError(f"layers: MoE layers with different expert counts {sorted(experts)} are not supported")
+    if not tokens:
+        raise ConfigError("layers: the cookbook layer string is empty")
+    _check_order(tokens)
+    return " ".join(tokens), (experts.pop() if experts else None)
+
+
+_MEGATRON = {"M": "m", "*": "a", "-": "f", "E": "e"}
+
+
+def from_megatron(hybrid_pattern: str) -> str:
+    """Megatron-LM `hybrid_override_pattern` (e.g. 'M-M-M*-') -> our pattern."""
+    tokens = []
+    for ch in hybrid_pattern.strip():
+        if ch in "| ":
+            continue
+        if ch not in _MEGATRON:
+            raise ConfigError(
+                f"layers: unknown Megatron pattern symbol {ch!r}; allowed: M (Mamba2), * (attention), "
+                "- (MLP), E (MoE), | (stage separator)"
+            )
+        tokens.append(_MEGATRON[ch])
+    if not tokens:
+        raise ConfigError("layers: the Megatron hybrid pattern is empty")
+    return " ".join(tokens)
+
+
+def from_attn_layer_idx(n_layer: int, attn_layer_idx: list[int], ssm: str = "m", mlp: bool = False) -> str:
+    """mamba_ssm MixerModel layout: layer i is attention if i in attn_layer_idx else an SSM
+    (`ssm` = 'm' for Mamba2, 'r' for Mamba1); with d_intermediate > 0 each mixer is followed by an MLP."""
+    if ssm not in MAMBA:
+        raise ConfigError(f"layers: ssm must be 'r' (Mamba1) or 'm' (Mamba2), got {ssm!r}")
+    bad = [i for i in attn_layer_idx if not 0 <= i < n_layer]
+    if bad:
+        raise ConfigError(f"layers: attn_layer_idx {bad} outside 0..{n_layer - 1}")
+    tokens = []
+    for i in range(n_layer):
+        tokens.append("a" if i in set(attn_layer_idx) else ssm)
+        if mlp:
+            tokens.append("f")
+    return " ".join(tokens)
+
+
+def to_megatron(tokens: list[str]) -> str:
+    """Our tokens -> Megatron hybrid pattern (only for patterns Megatron can express)."""
+    inverse = {v: k for k, v in _MEGATRON.items()}
+    missing = sorted({t for t in tokens if t not in inverse})
+    if missing:
+        raise ConfigError(f"layers: Megatron patterns cannot express tokens {missing}")
+    return "".join(inverse[t] for t in tokens)

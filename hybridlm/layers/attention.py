@@ -1,0 +1,70 @@
+"""Causal multi-head / grouped-query attention with optional RoPE and a preallocated KV cache.
+
+The same module serves ordinary attention layers and Zamba's shared attention, whose input is
+the 2d-wide concat([x, x0]) and whose q/k/v may get per-invocation LoRA deltas."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables (len, head_dim) for the rotate-half convention over the full head_dim."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (batch, heads, len, head_dim)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                 rope: bool = True, rope_theta: float = 10000.0, scale: float | None = None,
+                 qkv_bias: bool = False, out_bias: bool = False):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.rope, self.rope_theta = rope, rope_theta
+        self.scale = scale if scale is not None else head_dim ** -0.5
+        self.q_proj = nn.Linear(in_dim, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(in_dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(in_dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, out_dim, bias=out_bias)
+
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        shape = (batch, self.n_kv_heads, max_len, self.head_dim)
+        return {"k": torch.zeros(shape, dtype=dtype, device=device), "v": torch.zeros(shape, dtype=dtype, device=device)}
+
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
+                lora: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> torch.Tensor:
+        b, l, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if lora is not None:
+            q, k, v = q + lora[0](x), k + lora[1](x), v + lora[2](x)
+        q = q.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rope:
+            positions = torch.arange(offset, offset + l, device=x.device)
+            cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask, causal = None, True
+        if cache is not None:
+            cache["k"][:, :, offset:offset + l] = k
+            cache["v"][:, :, offset:offset + l] = v
+            k, v = cache["k"][:, :, :offset + l], cache["v"][:, :, :offset + l]
+            if l == 1:
+                causal = False
+            elif offset > 0:  # a chunk after earlier tokens: query i sees keys <= offset + i
+                causal = False
+                mask = torch.ones(l, offset + l, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))

@@ -1,0 +1,66 @@
+"""Optional fused CUDA kernels (mamba_ssm, causal_conv1d), chosen per call for CUDA tensors.
+
+The pure-PyTorch path is complete on its own; kernels are imported lazily, only for CUDA inputs,
+and disabled with HYBRIDLM_KERNELS=0. Which path runs is logged once per layer kind, so a silently
+slow path is never a surprise.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("hybridlm")
+_announced: set[str] = set()
+
+
+def _announce(kind: str, path: str) -> None:
+    if kind not in _announced:
+        _announced.add(kind)
+        log.warning("hybridlm: %s uses %s", kind, path)
+
+
+@functools.cache
+def _module(name: str):
+    try:
+        return importlib.import_module(name)
+    except Exception:  # missing, or built for another torch/CUDA
+        return None
+
+
+def _enabled(x: torch.Tensor) -> bool:
+    return x.is_cuda and os.environ.get("HYBRIDLM_KERNELS", "1") != "0"
+
+
+def ssd_kernel(x: torch.Tensor):
+    """mamba_ssm's `mamba_chunk_scan_combined`, or None for the PyTorch path."""
+    if not _enabled(x):
+        return None
+    mod = _module("mamba_ssm.ops.triton.ssd_combined")
+    fn = getattr(mod, "mamba_chunk_scan_combined", None) if mod else None
+    _announce("mamba2", "mamba_ssm Triton kernels" if fn else
+              "the PyTorch SSD path on CUDA (slow: pip install mamba-ssm causal-conv1d)")
+    return fn
+
+
+def selective_scan_kernel(x: torch.Tensor):
+    """mamba_ssm's `selective_scan_fn`, or None."""
+    if not _enabled(x):
+        return None
+    mod = _module("mamba_ssm.ops.selective_scan_interface")
+    fn = getattr(mod, "selective_scan_fn", None) if mod else None
+    _announce("mamba1", "mamba_ssm CUDA selective scan" if fn else
+              "the PyTorch selective scan on CUDA (slow: pip install mamba-ssm causal-conv1d)")
+    return fn
+
+
+def causal_conv1d_kernel(x: torch.Tensor):
+    """causal_conv1d's `causal_conv1d_fn`, or None."""
+    if not _enabled(x):
+        return None
+    mod = _module("causal_conv1d")
+    return getattr(mod, "causal_conv1d_fn", None) if mod else None

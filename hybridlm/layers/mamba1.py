@@ -1,0 +1,103 @@
+"""The Mamba1 mixer: in_proj -> (x, z); causal conv + SiLU on x; per-head x_proj -> (dt, B, C);
+dt_proj; selective scan; y * silu(z); out_proj.
+
+`n_heads` > 1 is Zamba1's variant: the d_inner channels split into heads, each with its own
+x_proj and dt_proj. `inner_norms` adds Jamba's RMSNorms on dt, B and C."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridlm.layers import kernels
+from hybridlm.layers.conv import causal_conv, causal_conv_step
+from hybridlm.layers.norms import RMSNorm
+from hybridlm.layers.selective_scan import selective_scan, selective_step
+
+
+class Mamba1(nn.Module):
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None,
+                 n_heads: int = 1, conv_bias: bool = True, proj_bias: bool = False, inner_norms: bool = False,
+                 norm_eps: float = 1e-6, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.n_heads, self.d_state = n_heads, d_state
+        self.headdim = self.d_inner // n_heads
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=proj_bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias)
+        h, p, r, n = n_heads, self.headdim, self.dt_rank, d_state
+        self.x_proj = nn.Parameter(torch.empty(h, r + 2 * n, p))
+        self.dt_proj = nn.Parameter(torch.empty(h, p, r))
+        self.dt_proj_bias = nn.Parameter(torch.empty(h, p))
+        self.A_log = nn.Parameter(torch.empty(h, p, n))
+        self.D = nn.Parameter(torch.empty(h, p))
+        self.inner_norms = nn.ModuleDict(
+            {"dt": RMSNorm(r, norm_eps), "B": RMSNorm(n, norm_eps), "C": RMSNorm(n, norm_eps)}
+        ) if inner_norms else None
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=proj_bias)
+        self._dt_init = (dt_min, dt_max, dt_init_floor)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """mamba_ssm's init: x_proj like nn.Linear, dt_proj uniform(+-rank^-0.5), dt bias = softplus^-1 of a
+        log-uniform dt, A = 1..N per channel (S4D-real), D = 1."""
+        dt_min, dt_max, floor = self._dt_init
+        bound = self.headdim ** -0.5
+        nn.init.uniform_(self.x_proj, -bound, bound)
+        nn.init.uniform_(self.dt_proj, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(self.dt_proj_bias.shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=floor)
+        self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+        self.A_log.copy_(torch.log(A).expand_as(self.A_log))
+        self.D.fill_(1.0)
+
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        k = self.conv1d.kernel_size[0]
+        return {
+            "conv": torch.zeros(batch, self.d_inner, k - 1, dtype=dtype, device=device),
+            "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
+        }
+
+    def _ssm_inputs(self, x: torch.Tensor):
+        """x (..., h, p) -> dt (..., h, p) after softplus, B and C (..., h, n)."""
+        dbc = torch.einsum("...hp,hkp->...hk", x, self.x_proj)
+        dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.inner_norms is not None:
+            dt, B, C = self.inner_norms["dt"](dt), self.inner_norms["B"](B), self.inner_norms["C"](C)
+        dt = torch.einsum("...hr,hpr->...hp", dt, self.dt_proj)
+        dt = F.softplus(dt.float() + self.dt_proj_bias.float())
+        return dt, B, C
+
+    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+        b, l, _ = u.shape
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        A = -torch.exp(self.A_log.float())
+        if cache is not None and l == 1:
+            x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"]))
+            x = x.view(b, self.n_heads, self.headdim)
+            dt, B, C = self._ssm_inputs(x)
+            y = selective_step(cache["ssm"], x, dt, A, B, C)[:, None]
+            x = x[:, None]
+        else:
+            x = causal_conv(x.transpose(1, 2), self.conv1d.weight, self.conv1d.bias,
+                            cache["conv"] if cache is not None else None)
+            x = F.silu(x).transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim))
+            dt, B, C = self._ssm_inputs(x)
+            kernel = kernels.selective_scan_kernel(x) if self.n_heads == 1 and cache is None else None
+            if kernel is not None:  # mamba_ssm layout: (b, d, l), B/C (b, n, l)
+                y = kernel(x.flatten(-2).transpose(1, 2), dt.flatten(-2).transpose(1, 2).to(x.dtype),
+                           A.flatten(0, 1), B[:, :, 0].transpose(1, 2), C[:, :, 0].transpose(1, 2))
+                y = y.transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim)).float()
+            else:
+                y, final = selective_scan(x, dt, A, B, C, cache["ssm"] if cache is not None else None)
+                if cache is not None:
+                    cache["ssm"].copy_(final)
+        y = y + x.float() * self.D.float()
+        y = y.flatten(-2).to(u.dtype) * F.silu(z)
+        return self.out_proj(y)

@@ -1,0 +1,99 @@
+"""The Mamba2 mixer (in_proj -> causal conv -> SSD -> gated grouped RMSNorm -> out_proj)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridlm.layers import kernels
+from hybridlm.layers.conv import causal_conv, causal_conv_step
+from hybridlm.layers.norms import GatedRMSNorm
+from hybridlm.layers.ssd import ssd_chunked, ssd_step
+
+
+class Mamba2(nn.Module):
+    def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2, headdim: int = 64,
+                 ngroups: int = 1, chunk_size: int = 64, conv_bias: bool = True, proj_bias: bool = False,
+                 norm_eps: float = 1e-5, dt_limit: tuple[float, float] = (0.0, math.inf),
+                 dt_clamp_in_step: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.n_heads = self.d_inner // headdim
+        self.headdim, self.d_state, self.ngroups, self.chunk_size = headdim, d_state, ngroups, chunk_size
+        self.dt_limit, self.dt_clamp_in_step = tuple(dt_limit), dt_clamp_in_step
+        self.conv_dim = self.d_inner + 2 * ngroups * d_state
+        self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.n_heads, bias=proj_bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
+        self.A_log = nn.Parameter(torch.empty(self.n_heads))
+        self.D = nn.Parameter(torch.empty(self.n_heads))
+        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // ngroups, eps=norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=proj_bias)
+        self._dt_init = (dt_min, dt_max, dt_init_floor)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """mamba_ssm's init: dt log-uniform in [dt_min, dt_max] (stored as softplus^-1), A = 1..H, D = 1."""
+        dt_min, dt_max, floor = self._dt_init
+        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log.copy_(torch.log(torch.arange(1, self.n_heads + 1, dtype=torch.float32)))
+        self.D.fill_(1.0)
+
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        k = self.conv1d.kernel_size[0]
+        return {
+            "conv": torch.zeros(batch, self.conv_dim, k - 1, dtype=dtype, device=device),
+            "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
+        }
+
+    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+        b, l, _ = u.shape
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        A = -torch.exp(self.A_log.float())
+        if cache is not None and l == 1:
+            y = self._step(xBC[:, 0], dt[:, 0], A, cache)[:, None]
+        else:
+            y = self._scan(xBC, dt, A, cache)
+        return self.out_proj(self.norm(y.to(u.dtype), z))
+
+    def _split_xBC(self, xBC: torch.Tensor):
+        gn = self.ngroups * self.d_state
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
+        return x, B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state))
+
+    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
+        b, l, _ = xBC.shape
+        xBC = F.silu(causal_conv(xBC.transpose(1, 2), self.conv1d.weight, self.conv1d.bias,
+                                 cache["conv"] if cache is not None else None).transpose(1, 2))
+        x, B, C = self._split_xBC(xBC)
+        x = x.unflatten(-1, (self.n_heads, self.headdim))
+        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
+        initial = cache["ssm"] if cache is not None else None
+        kernel = kernels.ssd_kernel(x)
+        if kernel is not None:
+            y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial,
+                              return_final_states=True)
+        else:
+            y, final = ssd_chunked(x, dt, A, B, C, self.chunk_size, initial)
+        if cache is not None:
+            cache["ssm"].copy_(final)
+        y = y + x.float() * self.D.float()[:, None]
+        return y.flatten(-2)
+
+    def _step(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
+        xBC = F.silu(causal_conv_step(xBC, self.conv1d.weight, self.conv1d.bias, cache["conv"]))
+        x, B, C = self._split_xBC(xBC)
+        x = x.unflatten(-1, (self.n_heads, self.headdim))
+        dt = F.softplus(dt.float() + self.dt_bias.float())
+        if self.dt_clamp_in_step:
+            dt = dt.clamp(*self.dt_limit)
+        y = ssd_step(cache["ssm"], x, dt, A, B, C)
+        y = y + x.float() * self.D.float()[:, None]
+        return y.flatten(-2)

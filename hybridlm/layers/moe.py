@@ -1,0 +1,66 @@
+"""Mixture of experts with a softmax top-k router and a Switch-style load-balancing loss.
+
+Experts are stored stacked (E, out, in) so one parameter holds all experts of a layer; each
+expert runs on the tokens routed to it (no capacity limit, no dropped tokens)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hybridlm.layers.mlp import ACTIVATIONS
+
+
+class MoE(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, n_experts: int, top_k: int, activation: str = "silu",
+                 gated: bool = True, bias: bool = False, router_bias: bool = False, normalize_topk: bool = False):
+        super().__init__()
+        self.n_experts, self.top_k, self.gated, self.normalize_topk = n_experts, top_k, gated, normalize_topk
+        self.act = ACTIVATIONS[activation]
+        self.router = nn.Linear(dim, n_experts, bias=router_bias)
+        up_rows = 2 * ffn_dim if gated else ffn_dim
+        self.up = nn.Parameter(torch.empty(n_experts, up_rows, dim))
+        self.down = nn.Parameter(torch.empty(n_experts, dim, ffn_dim))
+        self.up_bias = nn.Parameter(torch.zeros(n_experts, up_rows)) if bias else None
+        self.down_bias = nn.Parameter(torch.zeros(n_experts, dim)) if bias else None
+        for w in (self.up, self.down):
+            nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]), a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (output, load-balancing loss E * sum_e f_e * P_e; 1.0 when perfectly balanced)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = torch.softmax(self.router(x).float(), dim=-1)  # (T, E)
+        weights, experts = probs.topk(self.top_k, dim=-1)  # (T, k)
+        if self.normalize_topk:
+            weights = weights / weights.sum(-1, keepdim=True)
+        weights = weights.to(x.dtype)
+        out = torch.zeros_like(x)
+        flat_experts = experts.flatten()
+        order = flat_experts.argsort(stable=True)
+        counts = torch.bincount(flat_experts, minlength=self.n_experts)
+        token_of = order // self.top_k
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n == 0:
+                continue
+            slots = order[start:start + n]
+            rows = token_of[start:start + n]
+            start += n
+            h = x[rows] @ self.up[e].t()
+            if self.up_bias is not None:
+                h = h + self.up_bias[e]
+            if self.gated:
+                gate, up = h.chunk(2, dim=-1)
+                h = self.act(gate) * up
+            else:
+                h = self.act(h)
+            y = h @ self.down[e].t()
+            if self.down_bias is not None:
+                y = y + self.down_bias[e]
+            out.index_add_(0, rows, y * weights.flatten()[slots, None])
+        fraction = counts.float() / flat_experts.numel()
+        aux = self.n_experts * (fraction * probs.mean(0)).sum()
+        return out.reshape(shape), aux

@@ -1,0 +1,253 @@
+"""`HybridLM`: the model assembled from a `ModelConfig`, its forward pass with loss, and generation.
+
+    x0 = embed(tokens); x = x0; t = None
+    for token in config.tokens:
+        g:        t = shared[j % n_blocks](x, x0, call_j)          (Zamba; feeds the next mixer)
+        r/m/a/f/e: x = x + sublayer(norm(x + t if t else x)); t = None
+    logits = norm_f(x) @ (embed.weight if tied else lm_head.weight).T
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hybridlm.cache import InferenceCache
+from hybridlm.config import ModelConfig
+from hybridlm.errors import HybridLMError
+from hybridlm.layers.attention import Attention
+from hybridlm.layers.mamba1 import Mamba1
+from hybridlm.layers.mamba2 import Mamba2
+from hybridlm.layers.mlp import MLP
+from hybridlm.layers.moe import MoE
+from hybridlm.layers.norms import make_norm
+from hybridlm.layers.shared import SharedBlock, SharedCall
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None  # cross-entropy (+ aux_loss_coef * aux_loss when the model has MoE)
+    aux_loss: torch.Tensor | None = None  # mean MoE load-balancing loss over MoE layers
+
+
+def build_sublayer(kind: str, cfg: ModelConfig) -> nn.Module:
+    d = cfg.d_model
+    if kind == "r":
+        m = cfg.mamba1
+        return Mamba1(d, m.d_state, m.d_conv, m.expand, cfg.mamba1_dt_rank, m.n_heads, m.conv_bias, m.proj_bias,
+                      m.inner_norms, cfg.norm_eps, m.dt_min, m.dt_max, m.dt_init_floor)
+    if kind == "m":
+        m = cfg.mamba2
+        return Mamba2(d, m.d_state, m.d_conv, m.expand, m.headdim, m.ngroups, m.chunk_size, m.conv_bias, m.proj_bias,
+                      m.norm_eps, m.dt_limit, m.dt_clamp_in_step, m.dt_min, m.dt_max, m.dt_init_floor)
+    if kind == "a":
+        a = cfg.attention
+        return Attention(d, d, a.n_heads, cfg.attention_kv_heads, cfg.attention_head_dim, a.rope, a.rope_theta,
+                         qkv_bias=a.qkv_bias, out_bias=a.out_bias)
+    if kind == "f":
+        return MLP(d, cfg.mlp_ffn_dim, cfg.mlp.activation, cfg.mlp.gated, cfg.mlp.bias)
+    if kind == "e":
+        m = cfg.moe
+        return MoE(d, cfg.moe_ffn_dim, m.n_experts, m.top_k, m.activation, m.gated, m.bias, m.router_bias,
+                   m.normalize_topk)
+    raise ValueError(kind)
+
+
+class Block(nn.Module):
+    """A pre-norm residual sub-layer: x + sublayer(norm(x [+ t]))."""
+
+    def __init__(self, kind: str, cfg: ModelConfig):
+        super().__init__()
+        self.kind = kind
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.mixer = build_sublayer(kind, cfg)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, cache=None, offset: int = 0):
+        h = self.norm(x if t is None else x + t)
+        aux = None
+        if self.kind in ("r", "m", "a"):
+            y = self.mixer(h, cache, offset)
+        elif self.kind == "e":
+            y, aux = self.mixer(h)
+        else:
+            y = self.mixer(h)
+        return x + y, aux
+
+
+class HybridLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise HybridLMError(f"HybridLM needs a ModelConfig, got {type(config).__name__}")
+        self.config = cfg = config
+        self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList([Block(t, cfg) for t in cfg.tokens if t != "g"])
+        n_calls = cfg.n_shared_calls
+        self.shared = nn.ModuleList([SharedBlock(cfg) for _ in range(cfg.shared.n_blocks)]) if n_calls else None
+        self.calls = nn.ModuleList([SharedCall(cfg) for _ in range(n_calls)]) if n_calls else None
+        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        # execution plan: ("call", j) or ("layer", i), in token order
+        self._plan: list[tuple[str, int]] = []
+        i = j = 0
+        for t in cfg.tokens:
+            if t == "g":
+                self._plan.append(("call", j))
+                j += 1
+            else:
+                self._plan.append(("layer", i))
+                i += 1
+        self.gradient_checkpointing = False
+        self.reset_parameters()
+
+    # ----- construction -----
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """N(0, init_std) for projections and embeddings; residual output projections scaled by
+        1/sqrt(2 * number of residual sub-layers) (GPT-2 / mamba_ssm); SSM parameters keep their own init."""
+        std = self.config.init_std
+        out_std = std / math.sqrt(2 * max(1, len(self.layers)))
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                leaf = name.rsplit(".", 1)[-1]
+                nn.init.normal_(module.weight, 0.0, out_std if leaf in ("o_proj", "down", "out_proj") else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, MoE):
+                nn.init.normal_(module.up, 0.0, std)
+                nn.init.normal_(module.down, 0.0, out_std)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----- forward -----
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                cache: InferenceCache | None = None, logits_to_keep: int = 0) -> LMOutput:
+        """input_ids (batch, len). `labels` like transformers: the loss predicts labels[:, 1:] from
+        positions [:-1]; -100 is ignored. `logits_to_keep` > 0 computes only the last positions' logits."""
+        if input_ids.dim() != 2:
+            raise HybridLMError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        b, l = input_ids.shape
+        offset = 0
+        if cache is not None:
+            cache.reserve(l, b)
+            offset = cache.offset
+        x = self.embed(input_ids)
+        x0 = x
+        t = None
+        aux_losses = []
+        ckpt = self.gradient_checkpointing and self.training and cache is None
+        for pos, (kind, idx) in enumerate(self._plan):
+            slot = cache.slots[pos] if cache is not None else None
+            if kind == "call":
+                block = self.shared[idx % len(self.shared)]
+                args = (x, x0, self.calls[idx], slot, offset)
+                t = checkpoint(block, *args, use_reentrant=False) if ckpt else block(*args)
+            else:
+                layer = self.layers[idx]
+                args = (x, t, slot, offset)
+                x, aux = checkpoint(layer, *args, use_reentrant=False) if ckpt else layer(*args)
+                t = None
+                if aux is not None:
+                    aux_losses.append(aux)
+        if cache is not None:
+            cache.offset += l
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.logits(self.norm_f(x))
+        aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            if aux_loss is not None:
+                loss = loss + self.config.moe.aux_loss_coef * aux_loss
+        return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, weight)
+
+    # ----- inference -----
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
+                       device: torch.device | str | None = None) -> InferenceCache:
+        param = self.embed.weight
+        dtype, device = dtype or param.dtype, device or param.device
+        slots: list[dict[str, torch.Tensor] | None] = []
+        for kind, idx in self._plan:
+            if kind == "call":
+                slots.append(self.shared[idx % len(self.shared)].attn.allocate_cache(batch, max_len, dtype, device))
+            else:
+                layer = self.layers[idx]
+                has_state = layer.kind in ("r", "m", "a")
+                slots.append(layer.mixer.allocate_cache(batch, max_len, dtype, device) if has_state else None)
+        return InferenceCache(slots, batch, max_len)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | None = None,
+                 seed: int | None = None, return_scores: bool = False):
+        """Greedy or sampled continuation with a constant-size SSM state and KV caches for attention.
+
+        Returns the ids (batch, prompt + new); with `return_scores`, also the per-step logits
+        (batch, new, vocab). After `eos_token_id`, a sequence keeps emitting eos."""
+        from hybridlm.generation import pick_next
+
+        if input_ids.dim() == 1:
+            input_ids = input_ids[None]
+        if max_new_tokens < 1:
+            raise HybridLMError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if input_ids.numel() == 0:
+            raise HybridLMError("generate needs a prompt of at least one token")
+        vocab = self.config.vocab_size
+        if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
+            raise HybridLMError(f"prompt token ids must be in [0, {vocab - 1}]")
+        was_training = self.training
+        self.eval()
+        b, l = input_ids.shape
+        generator = None
+        if do_sample:
+            generator = torch.Generator(device=input_ids.device)
+            generator.manual_seed(seed if seed is not None else torch.seed())
+        cache = self.allocate_cache(b, l + max_new_tokens)
+        logits = self(input_ids, cache=cache, logits_to_keep=1).logits[:, -1]
+        new_tokens, scores = [], []
+        finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
+        for step in range(max_new_tokens):
+            logits = logits[:, :vocab].float()
+            scores.append(logits)
+            nxt = pick_next(logits, do_sample, temperature, top_k, top_p, generator)
+            if eos_token_id is not None:
+                nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
+                finished |= nxt == eos_token_id
+            new_tokens.append(nxt)
+            if step + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+                break
+            logits = self(nxt[:, None], cache=cache).logits[:, -1]
+        self.train(was_training)
+        ids = torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
+        return (ids, torch.stack(scores, dim=1)) if return_scores else ids
+
+    # ----- Hugging Face checkpoints -----
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> HybridLM:
+        """Load a transformers checkpoint directory (config.json + safetensors) of a supported family,
+        or a directory written by `save_pretrained`."""
+        from hybridlm.hf import load_pretrained
+
+        return load_pretrained(directory)
+
+    def save_pretrained(self, directory: str | Path, format: str | None = None) -> Path:
+        """Write config.json + model.safetensors in the transformers layout of this architecture's family
+        (Zamba2, Zamba, Mamba, Mamba2, Llama), loadable with transformers' AutoModelForCausalLM."""
+        from hybridlm.hf import save_pretrained
+
+        return save_pretrained(self, directory, format)
