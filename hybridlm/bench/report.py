@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -49,9 +50,10 @@ def fmt_us(seconds: float) -> str:
 def render_table(
     records: Sequence[Record], columns: Sequence[Column], title: str | None = None, console: Console | None = None
 ) -> None:
-    table = Table(title=title)
+    # Light box, no vertical rules: wide sweeps still fit an 80-column terminal or a pipe.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for col in columns:
-        table.add_column(col.header, justify="right")
+        table.add_column(col.header, justify="right", no_wrap=True)
     for rec in records:
         table.add_row(*(col.fmt(rec[col.key]) if col.key in rec else "" for col in columns))
     (console or Console()).print(table)

@@ -79,6 +79,16 @@ def time_trials(
     return samples
 
 
+def warm_up(device: torch.device | str = "cpu", seconds: float = 0.3) -> None:
+    """Busy the device with matmuls for `seconds` before measuring anything: a fresh process is
+    slow for a while (thread pools start, pages fault in, clocks ramp up, CUDA initialises)."""
+    a = torch.randn(512, 512, device=device)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = torch.tanh(a @ a)
+        synchronize(device)
+
+
 @dataclass(frozen=True)
 class Stats:
     """Summary of timing samples in seconds."""
