@@ -15,10 +15,12 @@ from hybridlm.bench import report
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
 from hybridlm.bench.compare import compare_records
-from hybridlm.bench.gemm import gemm_sweep, suggest
+from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
 
-app = typer.Typer(help="Benchmarks: collectives (comms), GEMM shapes (gemm), and comparing two runs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: collectives (comms), GEMM shapes (gemm), comparing runs.", no_args_is_help=True
+)
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the records (a JSON list) here.")]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the records as CSV here.")]
@@ -47,9 +49,9 @@ def progress_bar(label: str) -> Iterator:
 
 @app.command()
 def comms(
-    op: Annotated[list[str], typer.Option("--op", help=f"Op to run, repeatable: {', '.join(OPS)}, or all.")] = [
-        "all"
-    ],
+    op: Annotated[
+        list[str] | None, typer.Option("--op", help=f"Repeatable: {', '.join(OPS)}; default all.")
+    ] = None,
     nproc: Annotated[int, typer.Option(help="Local processes to start (ignored under torchrun).")] = 2,
     size: Annotated[str | None, typer.Option(help="One message size, e.g. 4M (instead of a scan).")] = None,
     min_bytes: Annotated[str, typer.Option("--min-bytes", "-b", help="Scan start (nccl-tests -b).")] = "1K",
@@ -62,12 +64,17 @@ def comms(
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
-    corrupt_rank: Annotated[int | None, typer.Option(hidden=True, help="Test hook: rank that corrupts its input.")] = None,
+    corrupt_rank: Annotated[
+        int | None, typer.Option(hidden=True, help="Test hook: this rank corrupts its input.")
+    ] = None,
 ) -> None:
     """Time torch.distributed collectives and point-to-point transfers (nccl-tests conventions)."""
-    ops = list(OPS) if op == ["all"] else op
-    sizes = [parse_size(size)] if size is not None else size_scan(parse_size(min_bytes), parse_size(max_bytes), factor)
-    config = CommsConfig(ops, sizes, dtype, warmup, trials, backend, exact=size is not None, corrupt_rank=corrupt_rank)
+    ops = list(OPS) if not op or op == ["all"] else op
+    if size is not None:
+        sizes = [parse_size(size)]
+    else:
+        sizes = size_scan(parse_size(min_bytes), parse_size(max_bytes), factor)
+    config = CommsConfig(ops, sizes, dtype, warmup, trials, backend, size is not None, corrupt_rank)
     with progress_bar("comms") as update:
         records = run_comms(config, nproc, progress=update)
     if not records:  # a rank other than 0 under torchrun
@@ -76,10 +83,15 @@ def comms(
     report.render_table(
         records,
         [
-            Column("op", "op"), Column("bytes", "size", human_bytes), Column("count", "count"),
-            Column("time_s", "time us (median)", fmt_us), Column("time_min_s", "min", fmt_us),
-            Column("time_p99_s", "p99", fmt_us), Column("algbw_gbps", "algbw GB/s", fmt_float(3)),
-            Column("busbw_gbps", "busbw GB/s", fmt_float(3)), Column("wrong", "#wrong"),
+            Column("op", "op"),
+            Column("bytes", "size", human_bytes),
+            Column("count", "count"),
+            Column("time_s", "time us (median)", fmt_us),
+            Column("time_min_s", "min", fmt_us),
+            Column("time_p99_s", "p99", fmt_us),
+            Column("algbw_gbps", "algbw GB/s", fmt_float(3)),
+            Column("busbw_gbps", "busbw GB/s", fmt_float(3)),
+            Column("wrong", "#wrong"),
         ],  # fmt: skip
         title=f"comms: {n} ranks, {records[0]['backend']}, {dtype}; time = max over ranks",
     )
@@ -87,7 +99,8 @@ def comms(
     if plot is not None:
         report.plot_series(
             records, x="bytes", y="busbw_gbps", group="op", path=plot, logx=True,
-            title=f"busbw, {n} ranks ({records[0]['backend']})", xlabel="message size S (bytes)", ylabel="busbw (GB/s)",
+            title=f"busbw, {n} ranks ({records[0]['backend']})", xlabel="message size S (bytes)",
+            ylabel="busbw (GB/s)",
         )  # fmt: skip
     wrong = sum(r["wrong"] for r in records)
     if wrong:
@@ -104,10 +117,12 @@ def gemm(
     tokens: Annotated[int, typer.Option(help="Tokens per GEMM (batch x sequence).")] = 128,
     window: Annotated[float, typer.Option(help="Hidden sizes within +-window of h (fraction).")] = 0.1,
     step: Annotated[int | None, typer.Option(help="Hidden size step (default lcm(heads, 8)).")] = None,
-    sweep: Annotated[list[str], typer.Option("--sweep", help="hidden, head_dim, vocab (repeatable).")] = [
-        "hidden", "head_dim", "vocab",
-    ],  # fmt: skip
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = "auto",
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="Repeatable: hidden, head_dim, vocab; default all.")
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     warmup: Annotated[int, typer.Option(help="Untimed calls per GEMM.")] = 1,
     trials: Annotated[int, typer.Option(help="Timed calls per GEMM.")] = 3,
@@ -120,13 +135,14 @@ def gemm(
     with progress_bar("gemm") as update:
         records = gemm_sweep(
             hidden, ffn, heads, vocab, tokens, dtype, device, window=window, step=step,
-            warmup=warmup, trials=trials, sweeps=tuple(sweep), progress=update,
+            warmup=warmup, trials=trials, sweeps=tuple(sweep or SWEEPS), progress=update,
         )  # fmt: skip
     console = Console()
     _gemm_tables(records, console)
     tips = suggest(records, hidden, heads, vocab, min_gain=min_gain)
     for name, tip in tips.items():
-        verdict = "keep it" if tip["best"] == tip["requested"] else f"try {name} = {tip['best']} (/{tip['best_align']})"
+        keep = tip["best"] == tip["requested"]
+        verdict = "keep it" if keep else f"try {name} = {tip['best']} (/{tip['best_align']})"
         speed = f", {tip['speedup']:.2f}x" if tip["speedup"] and tip["best"] != tip["requested"] else ""
         console.print(
             f"[bold]{name}[/]: requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s; "
@@ -177,11 +193,13 @@ def compare(
 ) -> None:
     """Print run B against run A, record by record: times and speedup (time A / time B)."""
     rows, unmatched = compare_records(report.read_json(a), report.read_json(b))
-    shown = [k for k in rows[0] if k not in ("time_a_s", "time_b_s", "speedup") and not k.endswith(("_a", "_b"))]
-    keys = [k for k in shown if len({str(r[k]) for r in rows}) > 1] or shown[:1]  # hide columns that never vary
+    measured = ("time_a_s", "time_b_s", "speedup")
+    shown = [k for k in rows[0] if k not in measured and not k.endswith(("_a", "_b"))]
+    keys = [k for k in shown if len({str(r[k]) for r in rows}) > 1] or shown[:1]  # hide constant columns
     cols = [Column(k, k, human_bytes if k == "bytes" else str) for k in keys]
     cols += [Column("time_a_s", "A us", fmt_us), Column("time_b_s", "B us", fmt_us)]
-    cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rows[0] if k.endswith(("_a", "_b"))]
+    rates = [k for k in rows[0] if k.endswith(("_a", "_b"))]
+    cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rates]
     cols += [Column("speedup", "speedup (A/B time)", fmt_float(2))]
     report.render_table(rows, cols, f"{b} vs {a}")
     if unmatched:

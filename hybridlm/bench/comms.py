@@ -23,7 +23,12 @@ from hybridlm.bench.comms_math import OPS, check_op, valid_bytes
 from hybridlm.bench.report import Record, read_json
 from hybridlm.errors import HybridLMError
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 PROGRESS_MARK = "@@hybridlm-bench-progress "
 ProgressFn = Callable[[int, int, str, int], None]  # (done, total, op, bytes)
 
@@ -34,7 +39,7 @@ def parse_size(text: str | int) -> int:
         return text
     match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)B?\s*", str(text), re.IGNORECASE)
     if not match:
-        raise HybridLMError(f"cannot read size {text!r}; use bytes with an optional K/M/G suffix, e.g. 64K or 4M")
+        raise HybridLMError(f"cannot read size {text!r}; use bytes with an optional K/M/G suffix, e.g. 4M")
     return int(match.group(1)) * 1024 ** " KMG".index((match.group(2) or " ").upper())
 
 
@@ -107,7 +112,9 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def run_comms(config: CommsConfig, nproc: int, progress: ProgressFn | None = None, timeout_s: float = 600) -> list[Record]:
+def run_comms(
+    config: CommsConfig, nproc: int, progress: ProgressFn | None = None, timeout_s: float = 600
+) -> list[Record]:
     """Run the benchmark; return rank 0's records ([] on other ranks when already under torchrun)."""
     if under_torchrun():
         from hybridlm.bench.comms_worker import run_rank
@@ -121,7 +128,7 @@ def run_comms(config: CommsConfig, nproc: int, progress: ProgressFn | None = Non
 
 
 def launch(config: CommsConfig, nproc: int, progress: ProgressFn | None, timeout_s: float) -> list[Record]:
-    """Start `nproc` ranks with torchrun (standalone rendezvous: a free port, so parallel runs never clash)."""
+    """Start `nproc` ranks with torchrun; --standalone picks a free port, so parallel runs never clash."""
     with tempfile.TemporaryDirectory(prefix="hybridlm-comms-") as tmp:
         cfg_path, out_path = Path(tmp, "config.json"), Path(tmp, "records.json")
         cfg_path.write_text(config.to_json())

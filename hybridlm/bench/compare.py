@@ -42,5 +42,5 @@ def compare_records(a: list[Record], b: list[Record]) -> tuple[list[Record], int
             row.update({f"{rate}_a": ra[rate], f"{rate}_b": rb[rate]})
         rows.append(row)
     if not rows:
-        raise HybridLMError("no record of run A matches one of run B; compare two runs of the same bench and sweep")
+        raise HybridLMError("no record of run A matches one of run B; compare two runs of the same sweep")
     return rows, len(a) + len(b) - 2 * len(rows)

@@ -29,6 +29,7 @@ from hybridlm.bench.timing import Stats, time_trials, warm_up
 from hybridlm.errors import HybridLMError
 
 ALIGNMENTS = (128, 64, 16, 8)
+SWEEPS = ("hidden", "head_dim", "vocab")
 VOCAB_PADS = (8, 16, 64, 128, 256)
 GemmProgress = Callable[[int, int, str], None]  # (done, total, label)
 
@@ -89,11 +90,12 @@ def vocab_candidates(vocab: int) -> list[int]:
 
 
 def check_dims(hidden: int, ffn: int, heads: int, vocab: int, tokens: int, window: float) -> None:
-    for name, value in (("hidden", hidden), ("ffn", ffn), ("heads", heads), ("vocab", vocab), ("tokens", tokens)):
+    dims = {"hidden": hidden, "ffn": ffn, "heads": heads, "vocab": vocab, "tokens": tokens}
+    for name, value in dims.items():
         if value <= 0:
             raise HybridLMError(f"--{name} must be a positive integer, got {value}")
     if hidden % heads:
-        raise HybridLMError(f"--hidden {hidden} is not divisible by --heads {heads}; the head dim must be whole")
+        raise HybridLMError(f"--hidden {hidden} is not divisible by --heads {heads}; head dim must be whole")
     if not 0 <= window < 1:
         raise HybridLMError(f"--window must be a fraction in [0, 1), e.g. 0.1 for +-10%, got {window}")
 
@@ -127,7 +129,8 @@ def time_gemm(g: Gemm, dtype: torch.dtype, device: torch.device, warmup: int, tr
     a = torch.randn(shape_a, dtype=dtype, device=device)
     b = torch.randn(shape_b, dtype=dtype, device=device)
     out = torch.empty(torch.matmul(a[..., :1, :], b).shape[:-2] + (g.m, g.n), dtype=dtype, device=device)
-    return Stats.of(time_trials(lambda: torch.matmul(a, b, out=out), warmup=warmup, trials=trials, device=device))
+    samples = time_trials(lambda: torch.matmul(a, b, out=out), warmup=warmup, trials=trials, device=device)
+    return Stats.of(samples)
 
 
 def gemm_sweep(
@@ -143,7 +146,7 @@ def gemm_sweep(
     step: int | None = None,
     warmup: int = 1,
     trials: int = 3,
-    sweeps: tuple[str, ...] = ("hidden", "head_dim", "vocab"),
+    sweeps: tuple[str, ...] = SWEEPS,
     progress: GemmProgress | None = None,
 ) -> list[Record]:
     """Time the GEMMs of a model with these dims and of its neighbours; one record per GEMM, plus a
@@ -151,7 +154,7 @@ def gemm_sweep(
     check_dims(hidden, ffn, heads, vocab, tokens, window)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    unknown = set(sweeps) - {"hidden", "head_dim", "vocab"}
+    unknown = set(sweeps) - set(SWEEPS)
     if unknown:
         raise HybridLMError(f"unknown sweep {sorted(unknown)}; allowed: hidden, head_dim, vocab")
 

@@ -48,15 +48,20 @@ def fmt_us(seconds: float) -> str:
 
 
 def render_table(
-    records: Sequence[Record], columns: Sequence[Column], title: str | None = None, console: Console | None = None
+    records: Sequence[Record],
+    columns: Sequence[Column],
+    title: str | None = None,
+    console: Console | None = None,
 ) -> None:
-    # Light box, no vertical rules: wide sweeps still fit an 80-column terminal or a pipe.
+    cells = [[col.fmt(rec[col.key]) if col.key in rec else "" for col in columns] for rec in records]
+    # Light box, no vertical rules, and columns never squeezed: numbers are not to be cut off.
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in columns:
-        table.add_column(col.header, justify="right", no_wrap=True)
-    for rec in records:
-        table.add_row(*(col.fmt(rec[col.key]) if col.key in rec else "" for col in columns))
-    (console or Console()).print(table)
+    for j, col in enumerate(columns):
+        width = max([len(col.header), *(len(row[j]) for row in cells)])
+        table.add_column(col.header, justify="right", no_wrap=True, min_width=width)
+    for row in cells:
+        table.add_row(*row)
+    (console or Console()).print(table, crop=False)
 
 
 def write_json(path: str | Path, records: Sequence[Record]) -> None:
@@ -68,7 +73,7 @@ def read_json(path: str | Path) -> list[Record]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise HybridLMError(f"{p}: no such file; pass a JSON file written by `hybridlm bench ... --json`") from None
+        raise HybridLMError(f"{p}: no such file; pass a JSON file written by `bench ... --json`") from None
     except json.JSONDecodeError as err:
         raise HybridLMError(f"{p}: not valid JSON ({err.msg}); pass a file written by --json") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
