@@ -146,7 +146,8 @@ def gemm(
         speed = f", {tip['speedup']:.2f}x" if tip["speedup"] and tip["best"] != tip["requested"] else ""
         console.print(
             f"[bold]{name}[/]: requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s; "
-            f"best {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s{speed} -> {verdict}"
+            f"best {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s{speed} -> {verdict}",
+            soft_wrap=True,
         )
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
