@@ -21,6 +21,9 @@ app = typer.Typer(
 from hybridlm.cli import generate as _generate  # noqa: E402
 
 _generate.register(app)
+from hybridlm.bench.cli import app as _bench_app  # noqa: E402
+
+app.add_typer(_bench_app, name="bench")
 
 
 def main() -> None:

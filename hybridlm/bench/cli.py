@@ -1,0 +1,208 @@
+"""`hybridlm bench ...`: thin typer commands over the bench API (comms, gemm, compare)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hybridlm.bench import report
+from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
+from hybridlm.bench.comms_math import OPS
+from hybridlm.bench.compare import compare_records
+from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
+from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
+
+app = typer.Typer(
+    help="Benchmarks: collectives (comms), GEMM shapes (gemm), comparing runs.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the records (a JSON list) here.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the records as CSV here.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a PNG plot here.")]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator:
+    """A transient bar on stderr; yields a callback (done, total, what).
+
+    Redrawn only on updates: rich's refresh thread would otherwise wake up mid-measurement and
+    compete with the benchmark's threads for the cores.
+    """
+    bar = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=True, auto_refresh=False,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("", total=None)
+
+        def update(done: int, total: int, *what: object) -> None:
+            bar.update(task, completed=done, total=total, description=" ".join(map(str, what)), refresh=True)
+
+        yield update
+
+
+@app.command()
+def comms(
+    op: Annotated[
+        list[str] | None, typer.Option("--op", help=f"Repeatable: {', '.join(OPS)}; default all.")
+    ] = None,
+    nproc: Annotated[int, typer.Option(help="Local processes to start (ignored under torchrun).")] = 2,
+    size: Annotated[str | None, typer.Option(help="One message size, e.g. 4M (instead of a scan).")] = None,
+    min_bytes: Annotated[str, typer.Option("--min-bytes", "-b", help="Scan start (nccl-tests -b).")] = "1K",
+    max_bytes: Annotated[str, typer.Option("--max-bytes", "-e", help="Scan end (nccl-tests -e).")] = "4M",
+    factor: Annotated[int, typer.Option("--factor", "-f", help="Scan step factor (nccl-tests -f).")] = 4,
+    dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16 or float64.")] = "float32",
+    warmup: Annotated[int, typer.Option(help="Untimed iterations per size.")] = 5,
+    trials: Annotated[int, typer.Option(help="Timed iterations per size.")] = 20,
+    backend: Annotated[str, typer.Option(help="auto (nccl with CUDA, else gloo), gloo or nccl.")] = "auto",
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+    corrupt_rank: Annotated[
+        int | None, typer.Option(hidden=True, help="Test hook: this rank corrupts its input.")
+    ] = None,
+) -> None:
+    """Time torch.distributed collectives and point-to-point transfers (nccl-tests conventions)."""
+    ops = list(OPS) if not op or op == ["all"] else op
+    if size is not None:
+        sizes = [parse_size(size)]
+    else:
+        sizes = size_scan(parse_size(min_bytes), parse_size(max_bytes), factor)
+    config = CommsConfig(ops, sizes, dtype, warmup, trials, backend, size is not None, corrupt_rank)
+    with progress_bar("comms") as update:
+        records = run_comms(config, nproc, progress=update)
+    if not records:  # a rank other than 0 under torchrun
+        return
+    n = records[0]["world_size"]
+    report.render_table(
+        records,
+        [
+            Column("op", "op"),
+            Column("bytes", "size", human_bytes),
+            Column("count", "count"),
+            Column("time_s", "time us (median)", fmt_us),
+            Column("time_min_s", "min", fmt_us),
+            Column("time_p99_s", "p99", fmt_us),
+            Column("algbw_gbps", "algbw GB/s", fmt_float(3)),
+            Column("busbw_gbps", "busbw GB/s", fmt_float(3)),
+            Column("wrong", "#wrong"),
+        ],  # fmt: skip
+        title=f"comms: {n} ranks, {records[0]['backend']}, {dtype}; time = max over ranks",
+    )
+    report.write_outputs(records, json_path, csv_path)
+    if plot is not None:
+        report.plot_series(
+            records, x="bytes", y="busbw_gbps", group="op", path=plot, logx=True,
+            title=f"busbw, {n} ranks ({records[0]['backend']})", xlabel="message size S (bytes)",
+            ylabel="busbw (GB/s)",
+        )  # fmt: skip
+    wrong = sum(r["wrong"] for r in records)
+    if wrong:
+        typer.secho(f"data check FAILED: {wrong} wrong elements (see #wrong)", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def gemm(
+    hidden: Annotated[int, typer.Option(help="Model hidden size h.")] = 1024,
+    ffn: Annotated[int, typer.Option(help="FFN inner size (scaled with h in the hidden sweep).")] = 4096,
+    heads: Annotated[int, typer.Option(help="Attention heads a (head dim = h / a).")] = 16,
+    vocab: Annotated[int, typer.Option(help="Vocabulary size V (unpadded).")] = 50277,
+    tokens: Annotated[int, typer.Option(help="Tokens per GEMM (batch x sequence).")] = 128,
+    window: Annotated[float, typer.Option(help="Hidden sizes within +-window of h (fraction).")] = 0.1,
+    step: Annotated[int | None, typer.Option(help="Hidden size step (default lcm(heads, 8)).")] = None,
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="Repeatable: hidden, head_dim, vocab; default all.")
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
+    ] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    warmup: Annotated[int, typer.Option(help="Untimed calls per GEMM.")] = 1,
+    trials: Annotated[int, typer.Option(help="Timed calls per GEMM.")] = 3,
+    min_gain: Annotated[float, typer.Option(help="Speedup a neighbour needs to be suggested.")] = 0.03,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Sweep GEMM shapes around a model's dims and suggest hardware-friendly sizes (arXiv 2401.14489)."""
+    with progress_bar("gemm") as update:
+        records = gemm_sweep(
+            hidden, ffn, heads, vocab, tokens, dtype, device, window=window, step=step,
+            warmup=warmup, trials=trials, sweeps=tuple(sweep or SWEEPS), progress=update,
+        )  # fmt: skip
+    console = Console()
+    _gemm_tables(records, console)
+    tips = suggest(records, hidden, heads, vocab, min_gain=min_gain)
+    for name, tip in tips.items():
+        keep = tip["best"] == tip["requested"]
+        verdict = "keep it" if keep else f"try {name} = {tip['best']} (/{tip['best_align']})"
+        speed = f", {tip['speedup']:.2f}x" if tip["speedup"] and tip["best"] != tip["requested"] else ""
+        console.print(
+            f"[bold]{name}[/]: requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s; "
+            f"best {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s{speed} -> {verdict}",
+            soft_wrap=True,
+        )
+    report.write_outputs(records, json_path, csv_path)
+    if plot is not None:
+        rows = [r for r in records if r["sweep"] == "hidden"]
+        marks = [(hidden, f"requested {hidden}")]
+        if "hidden" in tips and tips["hidden"]["best"] != hidden:
+            marks.append((tips["hidden"]["best"], f"best {tips['hidden']['best']}"))
+        report.plot_series(
+            rows, x="hidden", y="tflops", group="gemm", path=plot, marks=marks,
+            title=f"GEMM throughput vs hidden size ({rows[0]['device'] if rows else ''}, tokens={tokens})",
+            xlabel="hidden size h", ylabel="TFLOP/s",
+        )  # fmt: skip
+
+
+def _gemm_tables(records: list[report.Record], console: Console) -> None:
+    tf = fmt_float(3)
+    hidden_rows = {}
+    for r in (r for r in records if r["sweep"] == "hidden"):
+        row = hidden_rows.setdefault(r["hidden"], {k: r[k] for k in ("hidden", "head_dim", "align")})
+        row[r["gemm"]] = r["tflops"]
+    if hidden_rows:
+        short = {"qkv": "qkv", "attn_out": "out", "ffn_up": "up", "ffn_down": "down",
+                 "attn_scores": "scores", "attn_values": "values", "total": "total"}  # fmt: skip
+        cols = [Column("hidden", "hidden"), Column("align", "align"), Column("head_dim", "d_head")]
+        cols += [Column(g, label, tf) for g, label in short.items()]
+        report.render_table(list(hidden_rows.values()), cols, "hidden sweep: TFLOP/s per GEMM", console)
+    heads_rows = [r for r in records if r["sweep"] == "head_dim" and r["gemm"] == "total"]
+    if heads_rows:
+        cols = [Column("head_dim", "head dim"), Column("align", "align"), Column("heads", "heads"),
+                Column("time_s", "time us", fmt_us), Column("tflops", "attention TFLOP/s", tf)]  # fmt: skip
+        report.render_table(heads_rows, cols, "head-dim sweep (attention GEMMs)", console)
+    vocab_rows = [r for r in records if r["sweep"] == "vocab"]
+    if vocab_rows:
+        cols = [Column("vocab", "vocab"), Column("align", "align"), Column("time_s", "time us", fmt_us),
+                Column("tflops", "TFLOP/s", tf), Column("useful_tflops", "useful TFLOP/s", tf)]  # fmt: skip
+        report.render_table(vocab_rows, cols, "vocab padding sweep (logits GEMM)", console)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="JSON records of run A (the baseline).")],
+    b: Annotated[Path, typer.Argument(help="JSON records of run B.")],
+    json_path: JsonOpt = None,
+) -> None:
+    """Print run B against run A, record by record: times and speedup (time A / time B)."""
+    rows, unmatched = compare_records(report.read_json(a), report.read_json(b))
+    measured = ("time_a_s", "time_b_s", "speedup")
+    shown = [k for k in rows[0] if k not in measured and not k.endswith(("_a", "_b"))]
+    keys = [k for k in shown if len({str(r[k]) for r in rows}) > 1] or shown[:1]  # hide constant columns
+    cols = [Column(k, k, human_bytes if k == "bytes" else str) for k in keys]
+    cols += [Column("time_a_s", "A us", fmt_us), Column("time_b_s", "B us", fmt_us)]
+    rates = [k for k in rows[0] if k.endswith(("_a", "_b"))]
+    cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rates]
+    cols += [Column("speedup", "speedup (A/B time)", fmt_float(2))]
+    report.render_table(rows, cols, f"{b} vs {a}")
+    if unmatched:
+        typer.secho(f"{unmatched} records matched nothing in the other run and are left out", err=True)
+    report.write_outputs(rows, json_path, None)
