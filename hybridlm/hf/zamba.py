@@ -101,6 +101,8 @@ def check_exportable(cfg: ModelConfig, v2: bool) -> None:
             problems.append("transformers' Zamba2 q/k/v adapters need n_kv_heads == n_heads")
         if m.proj_bias or not m.conv_bias or m.norm_eps != 1e-5 or m.dt_limit[1] != math.inf:
             problems.append("Zamba2's Mamba2 has no projection bias, a conv bias, norm eps 1e-5, no dt upper limit")
+        if m.dt_limit[0] <= 0:
+            problems.append("transformers' Zamba2 always clamps dt at time_step_min > 0 (set mamba2.dt_limit[0])")
     else:
         if s.n_blocks != 1 or s.lora_rank or s.rope:
             problems.append("Zamba1 has one shared block, no LoRA and no RoPE")
@@ -112,8 +114,7 @@ def check_exportable(cfg: ModelConfig, v2: bool) -> None:
 
 def config_to_hf(cfg: ModelConfig, v2: bool) -> dict:
     flags = [t == "g" for t in cfg.tokens]
-    types = [("hybrid" if i > 0 and flags[i - 1] else ("mamba" if v2 else "mamba"))
-             for i, t in enumerate(cfg.tokens) if t != "g"]
+    types = ["hybrid" if i > 0 and flags[i - 1] else "mamba" for i, t in enumerate(cfg.tokens) if t != "g"]
     s = cfg.shared
     d = {
         "hidden_size": cfg.d_model, "vocab_size": cfg.padded_vocab_size, "num_hidden_layers": cfg.n_layers,
@@ -127,7 +128,8 @@ def config_to_hf(cfg: ModelConfig, v2: bool) -> dict:
         return {"architectures": ["Zamba2ForCausalLM"], "model_type": "zamba2", **d,
                 "mamba_d_state": m.d_state, "mamba_d_conv": m.d_conv, "mamba_expand": m.expand,
                 "mamba_ngroups": m.ngroups, "n_mamba_heads": cfg.mamba2_n_heads, "chunk_size": m.chunk_size,
-                "time_step_min": m.dt_limit[0] if m.dt_limit[0] > 0 else m.dt_min, "time_step_max": m.dt_max,
+                "time_step_min": m.dt_limit[0],  # transformers clamps dt at this in the parallel path
+                "time_step_max": m.dt_max,
                 "time_step_floor": m.dt_init_floor, "num_mem_blocks": s.n_blocks,
                 "use_shared_attention_adapter": s.lora_qkv, "adapter_rank": s.lora_rank,
                 "use_mem_rope": s.rope, "rope_parameters": {"rope_type": "default", "rope_theta": s.rope_theta},

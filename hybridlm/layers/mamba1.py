@@ -60,7 +60,7 @@ class Mamba1(nn.Module):
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size[0]
         return {
-            "conv": torch.zeros(batch, self.d_inner, k - 1, dtype=dtype, device=device),
+            "conv": torch.zeros(batch, k - 1, self.d_inner, dtype=dtype, device=device),
             "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
         }
 
@@ -85,9 +85,8 @@ class Mamba1(nn.Module):
             y = selective_step(cache["ssm"], x, dt, A, B, C)[:, None]
             x = x[:, None]
         else:
-            x = causal_conv(x.transpose(1, 2), self.conv1d.weight, self.conv1d.bias,
-                            cache["conv"] if cache is not None else None)
-            x = F.silu(x).transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim))
+            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, cache["conv"] if cache is not None else None)
+            x = F.silu(x).unflatten(-1, (self.n_heads, self.headdim))
             dt, B, C = self._ssm_inputs(x)
             kernel = kernels.selective_scan_kernel(x) if self.n_heads == 1 and cache is None else None
             if kernel is not None:  # mamba_ssm layout: (b, d, l), B/C (b, n, l)

@@ -49,7 +49,7 @@ class Mamba2(nn.Module):
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size[0]
         return {
-            "conv": torch.zeros(batch, self.conv_dim, k - 1, dtype=dtype, device=device),
+            "conv": torch.zeros(batch, k - 1, self.conv_dim, dtype=dtype, device=device),
             "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
         }
 
@@ -70,8 +70,8 @@ class Mamba2(nn.Module):
 
     def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
         b, l, _ = xBC.shape
-        xBC = F.silu(causal_conv(xBC.transpose(1, 2), self.conv1d.weight, self.conv1d.bias,
-                                 cache["conv"] if cache is not None else None).transpose(1, 2))
+        xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias,
+                                 cache["conv"] if cache is not None else None))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)

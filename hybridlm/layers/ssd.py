@@ -16,23 +16,13 @@ import torch
 import torch.nn.functional as F
 
 
-def segsum(a: torch.Tensor) -> torch.Tensor:
-    """Stable segment sums: out[..., t, s] = sum_{s < u <= t} a[..., u] for t >= s, -inf above the diagonal."""
-    q = a.shape[-1]
-    a = a[..., None].expand(*a.shape, q)  # (..., t(u), s)
-    strict = torch.ones(q, q, dtype=torch.bool, device=a.device).tril(-1)
-    a = a.masked_fill(~strict, 0)
-    out = a.cumsum(dim=-2)
-    keep = torch.ones(q, q, dtype=torch.bool, device=a.device).tril(0)
-    return out.masked_fill(~keep, float("-inf"))
-
-
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                 chunk_size: int, initial_state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x (b, l, h, p), dt (b, l, h) already softplus'd, A (h,), B/C (b, l, g, n).
 
     Returns y (b, l, h, p) without the D skip, and the final state (b, h, p, n). Computes in fp32.
+    Works head-major, (b, g, e, c, q, .) with e = heads per group, so every product is a batched matmul.
     """
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
@@ -44,37 +34,44 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))  # dt = 0 on padding: no decay, no input
     c = (l + pad) // q
-    xdt = (x * dt[..., None]).view(b, c, q, g, e, p)
-    a = (dt * A.float()).view(b, c, q, g, e).permute(0, 3, 4, 1, 2)  # (b, g, e, c, q)
-    B = B.view(b, c, q, g, n)
-    C = C.view(b, c, q, g, n)
-    a_cum = a.cumsum(-1)
+    xdt = (x * dt[..., None]).view(b, c, q, g, e, p).permute(0, 3, 4, 1, 2, 5)  # (b, g, e, c, q, p)
+    a_cum = (dt * A.float()).view(b, c, q, g, e).permute(0, 3, 4, 1, 2).cumsum(-1)  # (b, g, e, c, q)
+    B = B.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)[:, :, None]  # (b, g, 1, c, q, n)
+    C = C.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)[:, :, None]
 
-    # 1. within chunks: y = (L o C B^T) (x dt)
-    L = torch.exp(segsum(a))  # (b, g, e, c, t, s)
-    CB = torch.einsum("bctgn,bcsgn->bgcts", C, B)
-    y = torch.einsum("bgects,bgcts,bcsgep->bctgep", L, CB, xdt)
+    # 1. within chunks: y = (L o C B^T) (x dt), L[t, s] = exp(a_cum[t] - a_cum[s]) for t >= s
+    L = torch.exp(segsum_from_cumsum(a_cum))  # (b, g, e, c, q, q)
+    y = (L * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, e, c, q, p)
 
-    # 2. each chunk's own final state (from zero)
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, e, c, q)
-    chunk_states = torch.einsum("bcsgn,bgecs,bcsgep->bcgepn", B, decay_to_end, xdt)
+    # 2. each chunk's own final state (from zero): sum_s exp(a_cum[-1] - a_cum[s]) (x dt)_s B_s^T
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)[..., None]  # (b, g, e, c, q, 1)
+    chunk_states = (xdt * decay_to_end).transpose(-1, -2) @ B  # (b, g, e, c, p, n)
 
-    # 3. pass states between chunks: S_c = exp(sum a over chunk c-1) S_{c-1} + chunk_state_{c-1}
-    chunk_decay = torch.exp(a_cum[..., -1])  # (b, g, e, c)
+    # 3. pass states between chunks: S_c = exp(sum of a over chunk c-1) S_{c-1} + chunk_state_{c-1}
+    chunk_decay = torch.exp(a_cum[..., -1])[..., None, None]  # (b, g, e, c, 1, 1)
     state = (initial_state.float().view(b, g, e, p, n) if initial_state is not None
              else x.new_zeros(b, g, e, p, n))
     starts = []
-    for i in range(c):
+    # unbind once: indexing inside the loop would make autograd zero-fill a full-size gradient per chunk
+    for decay, new_state in zip(chunk_decay.unbind(3), chunk_states.unbind(3)):
         starts.append(state)
-        state = chunk_decay[..., i, None, None] * state + chunk_states[:, i]
-    start_states = torch.stack(starts, dim=1)  # (b, c, g, e, p, n)
+        state = decay * state + new_state
+    start_states = torch.stack(starts, dim=3)  # (b, g, e, c, p, n)
 
-    # 4. contribution of each chunk's start state: C_t exp(a_cum_t) S_c
-    decay_from_start = torch.exp(a_cum)  # (b, g, e, c, q)
-    y = y + torch.einsum("bctgn,bcgepn,bgect->bctgep", C, start_states, decay_from_start)
+    # 4. contribution of each chunk's start state: exp(a_cum[t]) C_t S_c
+    y = y + (C * torch.exp(a_cum)[..., None]) @ start_states.transpose(-1, -2)
 
-    y = y.reshape(b, c * q, h, p)[:, :l]
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, c * q, h, p)[:, :l]
     return y, state.reshape(b, h, p, n)
+
+
+def segsum_from_cumsum(a_cum: torch.Tensor) -> torch.Tensor:
+    """out[..., t, s] = a_cum[t] - a_cum[s] for t >= s, -inf above the diagonal. Within a chunk a_cum is
+    a running sum of a <= 0 over at most chunk_size steps, so the fp32 difference is accurate."""
+    q = a_cum.shape[-1]
+    diff = a_cum[..., :, None] - a_cum[..., None, :]
+    upper = torch.ones(q, q, dtype=torch.bool, device=a_cum.device).triu(1)
+    return diff.masked_fill(upper, float("-inf"))
 
 
 def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
