@@ -95,11 +95,11 @@ def _junk(rng: np.random.Generator, maker: _TextMaker, kind: str) -> str:
         return " ".join(f"{w} {int(rng.integers(10**5, 10**8))}" for w in maker.words(120))
     if kind == "repeated_characters":
         return " ".join(w if i % 3 else w[0] * 12 for i, w in enumerate(maker.words(400)))
-    if kind == "lorem ipsum":
+    if kind == "count:lorem ipsum":
         return "Lorem ipsum dolor sit amet. lorem ipsum dolor. lorem ipsum dolor. lorem ipsum. " + base
-    if kind == "<?xml version=":
+    if kind == "count:<?xml version=":
         return '<?xml version="1.0"?> ' + base + ' <?xml version="1.0"?>'
-    if kind == "https://":
+    if kind == "fraction:https://":
         return " ".join(f"{w} https://{w}.example.com/{i}" if i % 8 == 0 else w for i, w in enumerate(base.split()))
     raise ValueError(kind)
 
@@ -110,9 +110,9 @@ JUNK_KINDS = (
     "fraction_non_alphanumeric",
     "fraction_numerical",
     "repeated_characters",
-    "lorem ipsum",
-    "<?xml version=",
-    "https://",
+    "count:lorem ipsum",
+    "count:<?xml version=",
+    "fraction:https://",
 )
 
 _CITY_T = [
