@@ -90,7 +90,7 @@ def _junk(rng: np.random.Generator, maker: _TextMaker, kind: str) -> str:
     if kind == "mean_word_length":
         return " ".join("".join(maker.words(4)) for _ in range(int(rng.integers(40, 80))))
     if kind == "fraction_non_alphanumeric":
-        return " ".join(w + " " + "".join(rng.choice(list("#$%&*+=@^~|"), size=4)) for w in maker.words(120))
+        return " ".join(w + " " + "".join(rng.choice(list("#$%&*+=@^~|"), size=8)) for w in maker.words(120))
     if kind == "fraction_numerical":
         return " ".join(f"{w} {int(rng.integers(10**5, 10**8))}" for w in maker.words(120))
     if kind == "repeated_characters":
