@@ -51,7 +51,7 @@ def count(
     text_key: str = TEXT_KEY,
     output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Write report.json, rejects and --save output here."),
     save: bool = typer.Option(False, "--save", help="Also write the token ids (Parquet, column input_ids) under OUTPUT/tokenized/."),
-    batch_size: int = typer.Option(1024, help="Documents per tokenizer batch."),
+    batch_size: int = typer.Option(1024, help="Documents per tokenizer batch (bounds memory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Tokenize a dataset and print documents, tokens and bytes per file and in total."""
