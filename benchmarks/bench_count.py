@@ -47,7 +47,10 @@ def main() -> None:
     assert rep["tokens"] == base_tokens, (rep["tokens"], base_tokens)
     print(f"{len(texts)} documents, {n_bytes / 1e6:.1f} MB, {base_tokens:,} tokens, vocab {args.vocab}")
     print(f"{'method':45s} {'seconds':>8s} {'tokens/s':>12s} {'MB/s':>7s}")
-    for name, t in (("tokenizers encode_batch (texts in memory)", t_base), ("hybridlm count (JSONL files, end to end)", t_ours)):
+    for name, t in (
+        ("tokenizers encode_batch (texts in memory)", t_base),
+        ("hybridlm count (JSONL files, end to end)", t_ours),
+    ):
         print(f"{name:45s} {t:8.2f} {base_tokens / t:12,.0f} {n_bytes / 1e6 / t:7.1f}")
     print(f"throughput ratio hybridlm count / encode_batch: {t_base / t_ours:.2f}x (goal >= 0.9)")
 

@@ -25,7 +25,7 @@ def test_signature_is_min_of_universal_hashes():
     texts = ["one two three four five six", "a b", "", "one two three four five seven"]
     sig, n = h.signatures(texts)
     assert n.tolist() == [4, 1, 0, 4]
-    for t, row in zip(texts[:2], sig):
+    for t, row in zip(texts[:2], sig, strict=False):
         x = h.shingle_hashes(t)
         ref = ((h._a[:, None] * x[None, :] + h._b[:, None]) >> np.uint64(32)).min(axis=1)
         assert (ref.astype(np.uint32) == row).all()
@@ -111,7 +111,9 @@ def test_run_dedup_two_sources_counts_rank_and_cross_only(corpus, tmp_path):
     # source "b" holds copies of 30 web documents; "a" is the web set
     b = tmp_path / "b.jsonl"
     b.write_text("".join(json.dumps({"text": r["text"], "copy_of": r["id"]}) + "\n" for r in recs[:30]))
-    rep = run_dedup([d / "web.jsonl", b], tmp_path / "o1", config=DedupConfig(verify=True), rank=["b"], workers=1)
+    rep = run_dedup(
+        [d / "web.jsonl", b], tmp_path / "o1", config=DedupConfig(verify=True), rank=["b"], workers=1
+    )
     assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"] == len(recs) + 30
     assert rep["per_source"]["b"]["removed"] == 0  # the best-ranked source keeps its copies
     removed = [json.loads(x) for x in open(tmp_path / "o1" / "removed" / "web" / "web.jsonl")]
@@ -124,15 +126,24 @@ def test_run_dedup_two_sources_counts_rank_and_cross_only(corpus, tmp_path):
     assert sum(int(s) * c for s, c in hist["b"].items()) >= 60
     # cross-only: only web documents that duplicate something in b go (the 30 originals and their close
     # planted variants); other within-web duplicates stay
-    rep2 = run_dedup([d / "web.jsonl", b], tmp_path / "o2", config=DedupConfig(verify=True, cross_only=True),
-                     rank=["b"], workers=1)  # fmt: skip
+    rep2 = run_dedup(
+        [d / "web.jsonl", b],
+        tmp_path / "o2",
+        config=DedupConfig(verify=True, cross_only=True),
+        rank=["b"],
+        workers=1,
+    )
     copied = {r["id"] for r in recs[:30]}
-    allowed = copied | {p[k] for p in pairs for k in "ab" if p["jaccard"] >= 0.8 and ({p["a"], p["b"]} & copied)}
+    allowed = copied | {
+        p[k] for p in pairs for k in "ab" if p["jaccard"] >= 0.8 and ({p["a"], p["b"]} & copied)
+    }
     gone = {json.loads(x)["id"] for x in open(tmp_path / "o2" / "removed" / "web" / "web.jsonl")}
     assert copied <= gone <= allowed and rep2["per_source"]["b"]["removed"] == 0
     assert rep2["removed_documents"] == len(gone) < rep["removed_documents"]
     # output is identical with 2 worker processes (the multi-process path)
-    rep3 = run_dedup([d / "web.jsonl", b], tmp_path / "o3", config=DedupConfig(verify=True), rank=["b"], workers=2)
+    rep3 = run_dedup(
+        [d / "web.jsonl", b], tmp_path / "o3", config=DedupConfig(verify=True), rank=["b"], workers=2
+    )
     assert _read(tmp_path / "o1" / "kept") == _read(tmp_path / "o3" / "kept")
     assert _read(tmp_path / "o1" / "removed") == _read(tmp_path / "o3" / "removed")
     assert rep3["removed_documents"] == rep["removed_documents"]
@@ -159,6 +170,8 @@ def test_dedup_is_restartable_at_shard_level(corpus, tmp_path):
 def test_char_shingles():
     a = "the quick brown fox jumps over the lazy dog near the river bank today"
     b = a.replace("lazy", "lazi")
-    res = dedup_texts([a, b, "something else entirely different words here"],
-                      config=DedupConfig(shingle="char", ngram=5, threshold=0.7, verify=True))  # fmt: skip
+    res = dedup_texts(
+        [a, b, "something else entirely different words here"],
+        config=DedupConfig(shingle="char", ngram=5, threshold=0.7, verify=True),
+    )
     assert res.keep.tolist() == [True, False, True]

@@ -34,7 +34,11 @@ def test_filter_local_processes_and_datatrove_agree(parts, tmp_path):
     for r in (r2, r3):
         assert r["removed_by_filter"] == r1["removed_by_filter"]
         assert r["kept_documents"] == r1["kept_documents"] and r["input_documents"] == 400
-    assert records(tmp_path / "one" / "kept") == records(tmp_path / "two" / "kept") == records(tmp_path / "dt" / "kept")
+    assert (
+        records(tmp_path / "one" / "kept")
+        == records(tmp_path / "two" / "kept")
+        == records(tmp_path / "dt" / "kept")
+    )
     assert records(tmp_path / "one" / "removed") == records(tmp_path / "dt" / "removed")
     # resumable: a second local run does not redo finished shards
     kept = next((tmp_path / "one" / "kept").rglob("*.jsonl"))
@@ -62,17 +66,48 @@ def test_cli_end_to_end(tmp_path):
     r = run(app, ["filter", str(tmp_path / "s" / "web.jsonl"), "-o", str(tmp_path / "f"), "-j", "1"])
     assert r.exit_code == 0, r.output
     assert "min_length" in r.output
-    r = run(app, ["dedup", str(tmp_path / "f" / "kept"), str(tmp_path / "s" / "hq.jsonl"), "-o", str(tmp_path / "d"),
-                  "--verify", "--rank", "hq", "--ngram", "5", "--bands", "16", "--rows", "8", "-j", "1"])  # fmt: skip
+    r = run(
+        app,
+        [
+            "dedup",
+            str(tmp_path / "f" / "kept"),
+            str(tmp_path / "s" / "hq.jsonl"),
+            "-o",
+            str(tmp_path / "d"),
+            "--verify",
+            "--rank",
+            "hq",
+            "--ngram",
+            "5",
+            "--bands",
+            "16",
+            "--rows",
+            "8",
+            "-j",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "d" / "report.json").read_text())
     assert rep["params"]["rank"] == ["hq", "kept"] and rep["params"]["ngram"] == 5
     assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"]
-    r = run(app, ["train-tokenizer", str(tmp_path / "s" / "hq.jsonl"), "-o", str(tmp_path / "t"), "--vocab-size", "300"])
+    r = run(
+        app,
+        [
+            "train-tokenizer",
+            str(tmp_path / "s" / "hq.jsonl"),
+            "-o",
+            str(tmp_path / "t"),
+            "--vocab-size",
+            "300",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = run(app, ["count", str(tmp_path / "s" / "hq.jsonl"), "-t", str(tmp_path / "t"), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["documents"] == 40
-    r = run(app, ["pack", str(tmp_path / "s" / "hq.jsonl"), "-o", str(tmp_path / "p"), "-t", str(tmp_path / "t")])
+    r = run(
+        app, ["pack", str(tmp_path / "s" / "hq.jsonl"), "-o", str(tmp_path / "p"), "-t", str(tmp_path / "t")]
+    )
     assert r.exit_code == 0 and (tmp_path / "p" / "index.json").exists()
     r = run(app, ["dedup", str(tmp_path / "s"), "-o", str(tmp_path / "x"), "--rank", "nope"])
     assert "unknown source" in str(r.exception)

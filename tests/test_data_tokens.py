@@ -40,7 +40,7 @@ def test_count_matches_direct_encoding_and_save(setup, tmp_path):
     files = [d / "c" / "web.jsonl", d / "c" / "hq.jsonl"]
     rep = count_tokens(files, d / "tok", output_dir=tmp_path / "o", save=True, batch_size=16)
     tok = load_tokenizer(d / "tok")
-    for f, r in zip(files, rep["files"]):
+    for f, r in zip(files, rep["files"], strict=False):
         ts = texts(f)
         assert r["documents"] == len(ts)
         assert r["tokens"] == sum(len(tok.encode(t, add_special_tokens=False).ids) for t in ts)
@@ -48,7 +48,9 @@ def test_count_matches_direct_encoding_and_save(setup, tmp_path):
     assert rep["tokens"] == sum(r["tokens"] for r in rep["files"])
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "o/tokenized/hq/hq.parquet"), split="train")
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "o/tokenized/hq/hq.parquet"), split="train"
+    )
     assert ds[3]["input_ids"] == tok.encode(texts(files[1])[3], add_special_tokens=False).ids
 
 
@@ -62,7 +64,9 @@ def test_pack_round_trip_determinism_and_resume(setup, tmp_path):
     all_texts = texts(files[0]) + texts(files[1])
     assert len(ds) == len(all_texts) == idx["documents"]
     for i in (0, 1, 119, 120, len(all_texts) - 1):
-        assert ds.get_document(i).tolist() == tok.encode(all_texts[i], add_special_tokens=False).ids + [idx["eos_id"]]
+        assert ds.get_document(i).tolist() == tok.encode(all_texts[i], add_special_tokens=False).ids + [
+            idx["eos_id"]
+        ]
     assert ds.get_document(0).dtype == np.uint16
     # a slice crossing the shard boundary equals the concatenation of documents
     b = int(ds.doc_offsets[120])

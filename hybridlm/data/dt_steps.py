@@ -56,7 +56,9 @@ class HybridReader(PipelineStep):
                 for line, rec in iter_records(f, self.text_key, rejects):
                     text = rec.pop(self.text_key)
                     self.stat_update("documents")
-                    yield Document(text=text, id=f"{f.source}/{f.relpath}:{line}", metadata={**rec, "_source": f.source})
+                    yield Document(
+                        text=text, id=f"{f.source}/{f.relpath}:{line}", metadata={**rec, "_source": f.source}
+                    )
         finally:
             rejects.close()
             self.stat_update("rejected", value=rejects.count)
@@ -84,7 +86,9 @@ class ZydaFilterStep(BaseFilter):
         return True if reason is None else (False, reason)
 
 
-def filter_pipeline(inputs, output_dir, text_key="text", config: FilterConfig | None = None) -> list[PipelineStep]:
+def filter_pipeline(
+    inputs, output_dir, text_key="text", config: FilterConfig | None = None
+) -> list[PipelineStep]:
     out = str(output_dir)
     adapter = record_adapter(text_key)
     removed = JsonlWriter(f"{out}/removed", compression=None, adapter=adapter)
@@ -108,8 +112,12 @@ def run_filter_datatrove(inputs, output_dir, text_key="text", config=None, tasks
     files = expand_inputs(inputs)
     check_text_field(files, text_key)
     tasks = tasks or len(files)
-    ex = LocalPipelineExecutor(filter_pipeline(inputs, output_dir, text_key, config), tasks=tasks,
-                               workers=workers or -1, logging_dir=f"{output_dir}/.datatrove/filter")  # fmt: skip
+    ex = LocalPipelineExecutor(
+        filter_pipeline(inputs, output_dir, text_key, config),
+        tasks=tasks,
+        workers=workers or -1,
+        logging_dir=f"{output_dir}/.datatrove/filter",
+    )
     ex.run()
     stats = json.loads(Path(f"{output_dir}/.datatrove/filter/stats.json").read_text())
     reader = next(s for s in stats if s["name"].endswith("hybridlm reader"))["stats"]
@@ -119,11 +127,18 @@ def run_filter_datatrove(inputs, output_dir, text_key="text", config=None, tasks
         v = d.get(k, 0)
         return int(v["total"]) if isinstance(v, dict) else int(v)
 
-    by = {k[len("dropped_"):]: total(filt, k) for k in filt if k.startswith("dropped_")}
+    by = {k[len("dropped_") :]: total(filt, k) for k in filt if k.startswith("dropped_")}
     n_in = total(reader, "documents")
     rejects = _collect_rejects(Path(output_dir) / "rejects")
-    result = {"input": n_in, "kept": total(filt, "forwarded"), "removed": total(filt, "dropped"), "by_filter": by,
-              "rejects": rejects, "file": str(output_dir), "source": "datatrove"}  # fmt: skip
+    result = {
+        "input": n_in,
+        "kept": total(filt, "forwarded"),
+        "removed": total(filt, "dropped"),
+        "by_filter": by,
+        "rejects": rejects,
+        "file": str(output_dir),
+        "source": "datatrove",
+    }
     report = summarize_filter([result], config)
     report["engine"] = "datatrove"
     (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -136,8 +151,11 @@ def _collect_rejects(folder: Path) -> dict:
     for e in entries:
         k = e["reason"].split(":")[0]
         by[k] = by.get(k, 0) + 1
-    return {"rejected": len(entries), "by_reason": by,
-            "examples": [{k: e[k] for k in ("file", "line", "reason")} for e in entries[:20]]}  # fmt: skip
+    return {
+        "rejected": len(entries),
+        "by_reason": by,
+        "examples": [{k: e[k] for k in ("file", "line", "reason")} for e in entries[:20]],
+    }
 
 
 # --- dedup --------------------------------------------------------------------------------------------------------
@@ -165,10 +183,15 @@ class MinhashSignatureStep(PipelineStep):
         sig = h.signatures_from_hashes(hashes) if hashes else np.empty((0, self.config.num_perm), np.uint32)
         uniq = [np.unique(x) for x in hashes]
         buf = io.BytesIO()
-        np.savez(buf, sig=sig, ids=np.array(ids, dtype=object), sources=np.array(sources, dtype=object),
-                 n_shingles=np.array([len(x) for x in hashes], np.int64),
-                 hashes=np.concatenate(uniq) if uniq else np.empty(0, np.uint64),
-                 hash_lens=np.array([len(x) for x in uniq], np.int64))  # fmt: skip
+        np.savez(
+            buf,
+            sig=sig,
+            ids=np.array(ids, dtype=object),
+            sources=np.array(sources, dtype=object),
+            n_shingles=np.array([len(x) for x in hashes], np.int64),
+            hashes=np.concatenate(uniq) if uniq else np.empty(0, np.uint64),
+            hash_lens=np.array([len(x) for x in uniq], np.int64),
+        )
         with self.work.open(f"sigs/{rank:05d}.npz", "wb") as fh:
             fh.write(buf.getvalue())
         return
@@ -206,14 +229,24 @@ class MinhashClusterStep(PipelineStep):
         ids_o = [ids[i] for i in order]
         hs = [hashes[i] for i in order] if self.config.verify else None
         res = find_clusters(sig_a, nsh_a, ranks, self.config, hs)
-        removed = {ids_o[i]: [ids_o[int(res.labels[i])], ids_o[int(res.kept_for[i])]]
-                   for i in np.flatnonzero(~res.keep).tolist()}  # fmt: skip
+        removed = {
+            ids_o[i]: [ids_o[int(res.labels[i])], ids_o[int(res.kept_for[i])]]
+            for i in np.flatnonzero(~res.keep).tolist()
+        }
         with self.work.open("removed.json", "w") as fh:
             per_source: dict[str, int] = {}
             for s in src:
                 per_source[s] = per_source.get(s, 0) + 1
-            json.dump({"removed": removed, "input_documents": len(ids_o), "bands": res.bands, "rows": res.rows,
-                       "per_source_input": per_source}, fh)  # fmt: skip
+            json.dump(
+                {
+                    "removed": removed,
+                    "input_documents": len(ids_o),
+                    "bands": res.bands,
+                    "rows": res.rows,
+                    "per_source_input": per_source,
+                },
+                fh,
+            )
         self.stat_update("removed", value=len(removed))
         return
         yield
@@ -255,13 +288,17 @@ def dedup_pipelines(inputs, output_dir, text_key="text", config: DedupConfig | N
     return (
         [HybridReader(inputs, text_key, f"{out}/rejects"), MinhashSignatureStep(work, config)],
         [MinhashClusterStep(work, config, ranks)],
-        [HybridReader(inputs, text_key), MinhashRemoveStep(work, JsonlWriter(f"{out}/removed", compression=None,
-                                                                             adapter=adapter)),
-         JsonlWriter(f"{out}/kept", compression=None, adapter=adapter)],
-    )  # fmt: skip
+        [
+            HybridReader(inputs, text_key),
+            MinhashRemoveStep(work, JsonlWriter(f"{out}/removed", compression=None, adapter=adapter)),
+            JsonlWriter(f"{out}/kept", compression=None, adapter=adapter),
+        ],
+    )
 
 
-def run_dedup_datatrove(inputs, output_dir, text_key="text", config=None, rank=None, tasks=None, workers=None):
+def run_dedup_datatrove(
+    inputs, output_dir, text_key="text", config=None, rank=None, tasks=None, workers=None
+):
     """The dedup stage as three dependent datatrove `LocalPipelineExecutor` jobs."""
     config = config or DedupConfig()
     files = expand_inputs(inputs)
@@ -271,7 +308,9 @@ def run_dedup_datatrove(inputs, output_dir, text_key="text", config=None, rank=N
     logs = f"{output_dir}/.datatrove"
     e1 = LocalPipelineExecutor(s1, tasks=tasks, workers=workers or -1, logging_dir=f"{logs}/sigs")
     e2 = LocalPipelineExecutor(s2, tasks=1, logging_dir=f"{logs}/clusters", depends=e1)
-    e3 = LocalPipelineExecutor(s3, tasks=tasks, workers=workers or -1, logging_dir=f"{logs}/remove", depends=e2)
+    e3 = LocalPipelineExecutor(
+        s3, tasks=tasks, workers=workers or -1, logging_dir=f"{logs}/remove", depends=e2
+    )
     e3.run()
     info = json.loads(Path(f"{logs}/work/removed.json").read_text())
     removed = info["removed"]
