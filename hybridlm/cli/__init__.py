@@ -24,6 +24,9 @@ _generate.register(app)
 from hybridlm.bench.cli import app as _bench_app  # noqa: E402
 
 app.add_typer(_bench_app, name="bench")
+from hybridlm.data.cli import app as _data_app  # noqa: E402
+
+app.add_typer(_data_app, name="data")
 
 
 def main() -> None:
