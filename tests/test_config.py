@@ -107,3 +107,15 @@ def test_published_hybrid_layer_positions():
     assert hybrid_layers("zamba2-2.7b") == [6, 12, 18, 24, 30, 36, 42, 47, 51]
     assert hybrid_layers("zamba2-7b") == [6, 11] + list(range(17, 78, 6))
     assert hybrid_layers("zamba-7b") == [2, 7] + list(range(13, 74, 6))
+
+
+def test_compress_roundtrips_random_patterns():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        tokens = [rng.choice("rmafe") for _ in range(rng.randint(1, 40))]
+        if rng.random() < 0.5:
+            tokens = tokens[: rng.randint(1, 5)] * rng.randint(2, 6)
+        assert pat.expand(pat.compress(tokens)) == tokens
+    assert pat.compress(pat.expand("(r e)*18")) == "(r e)*18"

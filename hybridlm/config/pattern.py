@@ -87,17 +87,30 @@ def _check_order(tokens: list[str]) -> None:
             )
 
 
-def compress(tokens: list[str]) -> str:
-    """Write tokens back as a compact pattern (runs become TOKEN*N; 'g' stays attached)."""
+def compress(tokens: list[str], max_unit: int = 16) -> str:
+    """Write tokens back as a compact pattern: at each position take the repeated unit (up to
+    `max_unit` tokens) that covers the most tokens, e.g. Zamba2-1.2B -> 'm*5 (g m*6)*5 g m*3'."""
     out: list[str] = []
     i = 0
     while i < len(tokens):
-        j = i
-        while j < len(tokens) and tokens[j] == tokens[i]:
-            j += 1
-        run = j - i
-        out.append(tokens[i] if run == 1 else f"{tokens[i]}*{run}")
-        i = j
+        best_u, best_reps = 1, 1
+        for u in range(1, max_unit + 1):
+            unit = tokens[i:i + u]
+            if len(unit) < u:
+                break
+            reps = 1
+            while tokens[i + reps * u:i + (reps + 1) * u] == unit:
+                reps += 1
+            if reps > 1 and u * reps > best_u * best_reps:
+                best_u, best_reps = u, reps
+        unit = tokens[i:i + best_u]
+        if best_reps == 1:
+            out.append(unit[0])
+        elif best_u == 1:
+            out.append(f"{unit[0]}*{best_reps}")
+        else:
+            out.append(f"({compress(unit, max_unit)})*{best_reps}")
+        i += best_u * best_reps
     return " ".join(out)
 
 
