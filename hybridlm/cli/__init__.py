@@ -21,6 +21,9 @@ app = typer.Typer(
 from hybridlm.cli import generate as _generate  # noqa: E402
 
 _generate.register(app)
+from hybridlm.plan import cli as _plan  # noqa: E402
+
+_plan.register(app)
 
 
 def main() -> None:
