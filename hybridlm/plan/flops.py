@@ -35,6 +35,12 @@ def linear_flops(tokens: int, n_in: int, n_out: int) -> int:
     return 2 * tokens * n_in * n_out
 
 
+def einsum_flops(contracted: int, others: int) -> int:
+    """A two-operand einsum contracting one index of size `contracted` over `others` output/batch
+    elements. torch.einsum runs a size-1 contraction as an elementwise product (no matmul), so 0."""
+    return 0 if contracted == 1 else 2 * contracted * others
+
+
 def attention_core_flops(batch: int, seq_len: int, n_heads: int, head_dim: int, attention: str = "kernel") -> int:
     """QK^T and PV for every query head (GQA shares K/V, not the work). kernel: s^2 pairs; causal: s(s+1)/2."""
     pairs = seq_len * seq_len if attention == "kernel" else seq_len * (seq_len + 1) // 2
@@ -52,8 +58,8 @@ def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
     m = cfg.mamba2
     q, g, n, h, p = m.chunk_size, m.ngroups, m.d_state, cfg.mamba2_n_heads, m.headdim
     lp = seq_len + (-seq_len) % q
-    return {"cb": 2 * batch * lp * q * g * n, "y_diag": 2 * batch * lp * q * h * p,
-            "states": 2 * batch * lp * h * p * n, "y_off": 2 * batch * lp * h * p * n}
+    return {"cb": einsum_flops(n, batch * lp * q * g), "y_diag": einsum_flops(q, batch * lp * h * p),
+            "states": einsum_flops(q, batch * lp // q * h * p * n), "y_off": einsum_flops(n, batch * lp * h * p)}
 
 
 def conv_flops(tokens: int, channels: int, kernel: int) -> int:
@@ -68,9 +74,10 @@ def sublayer_terms(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attent
         m, di, r, n = cfg.mamba1, cfg.mamba1_d_inner, cfg.mamba1_dt_rank, cfg.mamba1.d_state
         return {
             "mamba1_proj": linear_flops(t, d, 2 * di) + linear_flops(t, di, d)  # in_proj, out_proj
-            + linear_flops(t, di, r + 2 * n) + linear_flops(t, r, di),  # per-head x_proj, dt_proj (summed)
+            # per-head x_proj (contracts headdim) and dt_proj (contracts dt_rank), as einsums over heads
+            + einsum_flops(di // m.n_heads, t * m.n_heads * (r + 2 * n)) + einsum_flops(r, t * di),
             "mamba1_conv": conv_flops(t, di, m.d_conv),
-            "mamba1_scan": 2 * t * di * n,  # y = C . state (the recurrence itself is elementwise)
+            "mamba1_scan": einsum_flops(n, t * di),  # y = C . state (the recurrence itself is elementwise)
         }
     if kind == "m":
         ssd = ssd_flops(cfg, batch, seq_len)
@@ -123,6 +130,16 @@ def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attent
     return {"fwd": fwd, "bwd": BACKWARD_FACTOR * fwd, "terms": terms}
 
 
+def final_projection_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int) -> int:
+    """The last matmul of a sub-layer, whose output nothing saves for backward. torch's non-reentrant
+    checkpoint (HybridLM.gradient_checkpointing) stops recomputing once every saved tensor is back, so
+    full recomputation skips it. MoE has none: the gating multiply saves the experts' outputs."""
+    t, d = batch * seq_len, cfg.d_model
+    width = {"r": cfg.mamba1_d_inner, "m": cfg.mamba2_d_inner, "a": cfg.attention.n_heads * cfg.attention_head_dim,
+             "f": cfg.mlp_ffn_dim, "g": d}.get(kind)
+    return 0 if width is None else linear_flops(t, width, d)
+
+
 def logits_flops(cfg: ModelConfig, tokens: int) -> int:
     """Final projection onto the (padded) vocabulary; the embedding lookup itself has no matmul."""
     return linear_flops(tokens, cfg.d_model, cfg.padded_vocab_size)
@@ -134,7 +151,8 @@ class FlopReport:
 
     `train_per_token` = forward + backward, no recomputation. `train_per_token_with_recompute` adds the
     forward work that `recompute` runs again: 'selective' the sequence-mixing cores (CORE_TERMS),
-    'full' every sub-layer (as HybridLM.gradient_checkpointing does; the logits are not recomputed)."""
+    'full' every sub-layer except its final projection and not the logits (exactly what
+    HybridLM.gradient_checkpointing runs: see `final_projection_flops`)."""
 
     seq_len: int
     batch: int
@@ -182,8 +200,8 @@ def flops(cfg: ModelConfig, seq_len: int, *, batch: int = 1, recompute: str = "n
         extra = 0
     elif recompute == "selective":
         extra = sum(v for k, v in terms.items() if k in CORE_TERMS)
-    else:
-        extra = fwd - terms["logits"]
+    else:  # every sub-layer again, up to its last saved tensor; not the logits
+        extra = fwd - terms["logits"] - sum(final_projection_flops(cfg, k, batch, seq_len) for k in cfg.tokens)
     tokens = batch * seq_len
     return FlopReport(
         seq_len=seq_len, batch=batch, recompute=recompute, attention=attention,
