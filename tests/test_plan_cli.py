@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hybridlm import HybridLM, ModelConfig
@@ -25,9 +24,11 @@ def test_plan_json_has_the_stable_keys():
     assert out["params"]["active"] == out["params"]["total"]
     assert out["flops"]["forward_per_token"] == flops(cfg, 4096, batch=2).forward_per_token
     assert out["flops"]["train_per_token"] == 3 * out["flops"]["forward_per_token"]
-    with torch.device("meta"):
-        cache = HybridLM(cfg).allocate_cache(2, 4096, dtype=torch.bfloat16)
-    assert out["memory"]["inference_cache_bytes"] == cache.nbytes
+    kv = out["memory"]["inference_cache_by_kind"]["kv"]
+    assert kv == 9 * 2 * 2 * 32 * 160 * 4096 * 2  # 9 shared-attention calls, K and V, 32 heads of 160, bf16
+    res = runner.invoke(app, ["plan", "zamba2-tiny", "--seq-len", "40", "--batch", "3", "--json", "--dtype-bytes", "4"])
+    cache = HybridLM(ModelConfig.from_preset("zamba2-tiny")).allocate_cache(3, 40)
+    assert json.loads(res.stdout)["memory"]["inference_cache_bytes"] == cache.nbytes
 
 
 def test_plan_overrides_reach_the_config():
