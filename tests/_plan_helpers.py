@@ -1,4 +1,4 @@
-"""Shared by the planner tests: random valid configs, and FlopCounterMode set up to count what the model runs."""
+"""Shared by the planner tests: random valid configs; FlopCounterMode set up to count what the model runs."""
 
 from __future__ import annotations
 
@@ -64,24 +64,56 @@ def random_config(seed: int, small: bool = False) -> ModelConfig | None:
         "pad_vocab_multiple": rng.choice([1, 8, 16]),
         "tie_embeddings": rng.random() < 0.5,
         "norm": rng.choice(["rmsnorm", "layernorm"]),
-        "mamba1": {"d_state": rng.choice([4, 8]), "expand": rng.choice([1, 2]), "n_heads": rng.choice([1, 2]),
-                   "dt_rank": rng.choice(["auto", 3]), "conv_bias": rng.random() < 0.7,
-                   "proj_bias": rng.random() < 0.3, "inner_norms": rng.random() < 0.3,
-                   "d_conv": rng.choice([2, 4])},
-        "mamba2": {"d_state": rng.choice([4, 8, 16]), "headdim": rng.choice([4, 8, 16]),
-                   "ngroups": rng.choice([1, 2]), "chunk_size": rng.choice([4, 8, 16]),
-                   "expand": rng.choice([1, 2]), "conv_bias": rng.random() < 0.7,
-                   "proj_bias": rng.random() < 0.3},
-        "attention": {"n_heads": heads * 2, "n_kv_heads": rng.choice([heads, heads * 2]),
-                      "rope": rng.random() < 0.5, "qkv_bias": rng.random() < 0.3, "out_bias": rng.random() < 0.3},
-        "mlp": {"ffn_dim": rng.choice([None, 40]), "gated": rng.random() < 0.5, "bias": rng.random() < 0.3,
-                "activation": rng.choice(["gelu", "silu"])},
-        "moe": {"n_experts": rng.choice([2, 4]), "top_k": rng.choice([1, 2]), "ffn_dim": rng.choice([None, 24]),
-                "gated": rng.random() < 0.5, "bias": rng.random() < 0.3, "router_bias": rng.random() < 0.3},
-        "shared": {"n_blocks": rng.choice([1, 2]), "n_heads": rng.choice([2, 4]),
-                   "n_kv_heads": rng.choice([None, 1, 2]), "ffn_dim": rng.choice([None, 40]),
-                   "gated": rng.random() < 0.5, "concat_embeddings": rng.random() < 0.8,
-                   "lora_rank": rng.choice([0, 2, 4]), "rope": rng.random() < 0.3},
+        "mamba1": {
+            "d_state": rng.choice([4, 8]),
+            "expand": rng.choice([1, 2]),
+            "n_heads": rng.choice([1, 2]),
+            "dt_rank": rng.choice(["auto", 3]),
+            "conv_bias": rng.random() < 0.7,
+            "proj_bias": rng.random() < 0.3,
+            "inner_norms": rng.random() < 0.3,
+            "d_conv": rng.choice([2, 4]),
+        },
+        "mamba2": {
+            "d_state": rng.choice([4, 8, 16]),
+            "headdim": rng.choice([4, 8, 16]),
+            "ngroups": rng.choice([1, 2]),
+            "chunk_size": rng.choice([4, 8, 16]),
+            "expand": rng.choice([1, 2]),
+            "conv_bias": rng.random() < 0.7,
+            "proj_bias": rng.random() < 0.3,
+        },
+        "attention": {
+            "n_heads": heads * 2,
+            "n_kv_heads": rng.choice([heads, heads * 2]),
+            "rope": rng.random() < 0.5,
+            "qkv_bias": rng.random() < 0.3,
+            "out_bias": rng.random() < 0.3,
+        },
+        "mlp": {
+            "ffn_dim": rng.choice([None, 40]),
+            "gated": rng.random() < 0.5,
+            "bias": rng.random() < 0.3,
+            "activation": rng.choice(["gelu", "silu"]),
+        },
+        "moe": {
+            "n_experts": rng.choice([2, 4]),
+            "top_k": rng.choice([1, 2]),
+            "ffn_dim": rng.choice([None, 24]),
+            "gated": rng.random() < 0.5,
+            "bias": rng.random() < 0.3,
+            "router_bias": rng.random() < 0.3,
+        },
+        "shared": {
+            "n_blocks": rng.choice([1, 2]),
+            "n_heads": rng.choice([2, 4]),
+            "n_kv_heads": rng.choice([None, 1, 2]),
+            "ffn_dim": rng.choice([None, 40]),
+            "gated": rng.random() < 0.5,
+            "concat_embeddings": rng.random() < 0.8,
+            "lora_rank": rng.choice([0, 2, 4]),
+            "rope": rng.random() < 0.3,
+        },
     }
     if data["shared"]["lora_rank"]:
         data["shared"]["lora_qkv"] = rng.random() < 0.5

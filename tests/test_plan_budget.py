@@ -5,8 +5,14 @@ import pytest
 from hybridlm import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.plan import flops
-from hybridlm.plan.budget import (chinchilla_optimal, flop_budget, model_budget, size_token_pairs,
-                                  tokens_affordable, training_days)
+from hybridlm.plan.budget import (
+    chinchilla_optimal,
+    flop_budget,
+    model_budget,
+    size_token_pairs,
+    tokens_affordable,
+    training_days,
+)
 from hybridlm.plan.sizing import nearest_multiples, sizing_advice
 
 
@@ -42,8 +48,9 @@ def test_sizing_flags_bad_dims_and_suggests_neighbours():
     adv = {a.field: a for a in sizing_advice(cfg)}
     assert adv["d_model"].ok
     assert not adv["vocab (padded)"].ok and adv["vocab (padded)"].suggest == [50304]
-    odd = ModelConfig.from_preset("transformer-tiny").replace(d_model=100, **{"attention.rope": False,
-                                                                                "mlp.ffn_dim": 300})
+    odd = ModelConfig.from_preset("transformer-tiny").replace(
+        d_model=100, **{"attention.rope": False, "mlp.ffn_dim": 300}
+    )
     adv = {a.field: a for a in sizing_advice(odd)}
     assert adv["d_model"].suggest == [64, 128]
     assert adv["mlp.ffn_dim"].suggest == [256, 320]
@@ -51,13 +58,16 @@ def test_sizing_flags_bad_dims_and_suggests_neighbours():
     assert nearest_multiples(128) == [128]
 
 
-@pytest.mark.parametrize("call,msg", [
-    (lambda: flop_budget("tpu-x", 1, 1), "unknown accelerator"),
-    (lambda: flop_budget("h100", 0, 1), "gpus"),
-    (lambda: flop_budget("h100", 1, -1), "days"),
-    (lambda: flop_budget("h100", 1, 1, mfu=2), "mfu"),
-    (lambda: chinchilla_optimal(-1), "budget"),
-])
+@pytest.mark.parametrize(
+    "call,msg",
+    [
+        (lambda: flop_budget("tpu-x", 1, 1), "unknown accelerator"),
+        (lambda: flop_budget("h100", 0, 1), "gpus"),
+        (lambda: flop_budget("h100", 1, -1), "days"),
+        (lambda: flop_budget("h100", 1, 1, mfu=2), "mfu"),
+        (lambda: chinchilla_optimal(-1), "budget"),
+    ],
+)
 def test_bad_budget_inputs_name_the_problem(call, msg):
     with pytest.raises(ConfigError, match=msg):
         call()

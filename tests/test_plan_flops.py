@@ -10,14 +10,35 @@ from hybridlm.errors import ConfigError
 from hybridlm.plan import flops, sublayer_flops
 from hybridlm.plan.flops import ssd_flops
 
-TINY = ["zamba2-tiny", "zamba-tiny", "mamba-tiny", "mamba2-tiny", "transformer-tiny", "moe-tiny",
-        "blackmamba-tiny", "jamba-tiny"]
+TINY = [
+    "zamba2-tiny",
+    "zamba-tiny",
+    "mamba-tiny",
+    "mamba2-tiny",
+    "transformer-tiny",
+    "moe-tiny",
+    "blackmamba-tiny",
+    "jamba-tiny",
+]
 VARIANTS = {  # GQA in the shared block, LoRA off, ngroups > 1, LayerNorm + biases, plain MLP/MoE
-    "zamba2-gqa-ngroups": ("zamba2-tiny", {"shared.n_kv_heads": 2, "mamba2.ngroups": 2, "shared.lora_qkv": False}),
-    "zamba2-no-lora": ("zamba2-tiny", {"shared.lora_rank": 0, "shared.lora_qkv": False, "shared.lora_mlp": False}),
-    "transformer-bias-layernorm": ("transformer-tiny", {"norm": "layernorm", "attention.qkv_bias": True,
-                                                        "attention.out_bias": True, "mlp.gated": False,
-                                                        "mlp.bias": True}),
+    "zamba2-gqa-ngroups": (
+        "zamba2-tiny",
+        {"shared.n_kv_heads": 2, "mamba2.ngroups": 2, "shared.lora_qkv": False},
+    ),
+    "zamba2-no-lora": (
+        "zamba2-tiny",
+        {"shared.lora_rank": 0, "shared.lora_qkv": False, "shared.lora_mlp": False},
+    ),
+    "transformer-bias-layernorm": (
+        "transformer-tiny",
+        {
+            "norm": "layernorm",
+            "attention.qkv_bias": True,
+            "attention.out_bias": True,
+            "mlp.gated": False,
+            "mlp.bias": True,
+        },
+    ),
     "moe-top1-ungated": ("moe-tiny", {"moe.top_k": 1, "moe.gated": False, "moe.bias": True}),
 }
 
@@ -140,10 +161,15 @@ def test_known_cookbook_errors_are_not_repeated():
     assert g2 == 2 * g1  # the per-call d x d projection is per token
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"seq_len": 0}, "seq_len"), ({"seq_len": 8, "batch": -1}, "batch"),
-    ({"seq_len": 8, "recompute": "some"}, "recompute"), ({"seq_len": 8, "attention": "flash"}, "attention"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"seq_len": 0}, "seq_len"),
+        ({"seq_len": 8, "batch": -1}, "batch"),
+        ({"seq_len": 8, "recompute": "some"}, "recompute"),
+        ({"seq_len": 8, "attention": "flash"}, "attention"),
+    ],
+)
 def test_bad_arguments_name_the_problem(kwargs, msg):
     with pytest.raises(ConfigError, match=msg):
         flops(ModelConfig.from_preset("mamba-tiny"), **kwargs)

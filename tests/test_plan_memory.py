@@ -8,8 +8,16 @@ from hybridlm.errors import ConfigError
 from hybridlm.plan import memory
 from hybridlm.plan.memory import activation_bytes, cache_bytes_by_kind
 
-TINY = ["zamba2-tiny", "zamba-tiny", "mamba-tiny", "mamba2-tiny", "transformer-tiny", "moe-tiny",
-        "blackmamba-tiny", "jamba-tiny"]
+TINY = [
+    "zamba2-tiny",
+    "zamba-tiny",
+    "mamba-tiny",
+    "mamba2-tiny",
+    "transformer-tiny",
+    "moe-tiny",
+    "blackmamba-tiny",
+    "jamba-tiny",
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -62,19 +70,29 @@ def test_sixteen_bytes_per_parameter_and_zero_divides_by_dp_only():
     r0 = memory(cfg, batch=1, seq_len=2048, gpus=8)
     assert r0.train_weights_bytes + r0.train_grads_bytes + r0.train_optimizer_bytes == 16 * n
     # 16 GPUs = tp 2 x pp 2 x dp 4: ZeRO divides by 4, not 16
-    for stage, expected in ((0, 16 * n / 4), (1, (4 + 12 / 4) * n / 4), (2, (2 + 14 / 4) * n / 4),
-                            (3, 16 * n / 4 / 4)):
+    for stage, expected in (
+        (0, 16 * n / 4),
+        (1, (4 + 12 / 4) * n / 4),
+        (2, (2 + 14 / 4) * n / 4),
+        (3, 16 * n / 4 / 4),
+    ):
         r = memory(cfg, batch=1, seq_len=2048, gpus=16, tp=2, pp=2, zero=stage)
         assert r.dp == 4
-        assert r.train_weights_bytes + r.train_grads_bytes + r.train_optimizer_bytes == pytest.approx(expected)
+        assert r.train_weights_bytes + r.train_grads_bytes + r.train_optimizer_bytes == pytest.approx(
+            expected
+        )
 
 
 def test_activations_shrink_with_recomputation_and_tp():
     cfg = ModelConfig.from_preset("zamba2-1.2b")
-    a = {r: memory(cfg, batch=2, seq_len=4096, recompute=r).train_activation_bytes
-         for r in ("none", "selective", "full")}
+    a = {
+        r: memory(cfg, batch=2, seq_len=4096, recompute=r).train_activation_bytes
+        for r in ("none", "selective", "full")
+    }
     assert a["none"] > a["selective"] > a["full"] > 0
-    assert memory(cfg, batch=2, seq_len=4096, gpus=2, tp=2).train_activation_bytes == pytest.approx(a["none"] / 2)
+    assert memory(cfg, batch=2, seq_len=4096, gpus=2, tp=2).train_activation_bytes == pytest.approx(
+        a["none"] / 2
+    )
     assert memory(cfg, batch=4, seq_len=4096).train_activation_bytes == pytest.approx(2 * a["none"])
 
 
@@ -86,14 +104,17 @@ def test_attention_activation_quadratic_term_only_without_recompute():
     assert sel(2048) == sel(1024)
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"gpus": 6, "tp": 4}, "multiple of tp"),
-    ({"gpus": 2, "tp": 2, "zero": 4}, "zero"),
-    ({"gpus": 3, "tp": 3}, "tp=3 must divide"),
-    ({"batch": 0}, "batch"),
-    ({"recompute": "half"}, "recompute"),
-    ({"gpus": 64, "pp": 64}, "pp=64"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"gpus": 6, "tp": 4}, "multiple of tp"),
+        ({"gpus": 2, "tp": 2, "zero": 4}, "zero"),
+        ({"gpus": 3, "tp": 3}, "tp=3 must divide"),
+        ({"batch": 0}, "batch"),
+        ({"recompute": "half"}, "recompute"),
+        ({"gpus": 64, "pp": 64}, "pp=64"),
+    ],
+)
 def test_bad_parallel_layouts_name_the_problem(kwargs, msg):
     args = {"batch": 1, "seq_len": 128} | kwargs
     with pytest.raises(ConfigError, match=msg):

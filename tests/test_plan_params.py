@@ -59,7 +59,10 @@ def test_active_params_count_top_k_experts(name):
     r = params(cfg)
     n_moe = cfg.tokens.count("e")
     assert r.total - r.active == n_moe * (cfg.moe.n_experts - cfg.moe.top_k) * moe_expert_params(cfg)
-    assert sum(row["active"] for row in r.per_layer) + r.total - sum(row["params"] for row in r.per_layer) == r.active
+    assert (
+        sum(row["active"] for row in r.per_layer) + r.total - sum(row["params"] for row in r.per_layer)
+        == r.active
+    )
 
 
 def test_published_active_counts():

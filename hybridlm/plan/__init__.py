@@ -8,13 +8,32 @@ The functions below shadow their modules' names on this package on purpose (`hyb
 the function); import from the modules (`from hybridlm.plan.flops import ssd_flops`) for the rest.
 """
 
-from hybridlm.plan.budget import chinchilla_optimal, flop_budget, model_budget, size_token_pairs, tokens_affordable
+from hybridlm.plan.budget import (
+    chinchilla_optimal,
+    flop_budget,
+    model_budget,
+    size_token_pairs,
+    tokens_affordable,
+)
 from hybridlm.plan.flops import FlopReport, flops, sublayer_flops
 from hybridlm.plan.memory import MemoryReport, memory
 from hybridlm.plan.params import ParamReport, params
 from hybridlm.plan.report import build_plan
 from hybridlm.plan.sizing import sizing_advice
 
-__all__ = ["FlopReport", "MemoryReport", "ParamReport", "build_plan", "chinchilla_optimal", "flop_budget",
-           "flops", "memory", "model_budget", "params", "size_token_pairs", "sizing_advice", "sublayer_flops",
-           "tokens_affordable"]
+__all__ = [
+    "FlopReport",
+    "MemoryReport",
+    "ParamReport",
+    "build_plan",
+    "chinchilla_optimal",
+    "flop_budget",
+    "flops",
+    "memory",
+    "model_budget",
+    "params",
+    "size_token_pairs",
+    "sizing_advice",
+    "sublayer_flops",
+    "tokens_affordable",
+]

@@ -38,8 +38,10 @@ def peak_flops(accelerator: str | float) -> float:
         try:
             value = float(accelerator)
         except ValueError:
-            raise ConfigError(f"unknown accelerator {accelerator!r}; known: {', '.join(ACCELERATORS)} "
-                              "(or give peak FLOP/s as a number)") from None
+            raise ConfigError(
+                f"unknown accelerator {accelerator!r}; known: {', '.join(ACCELERATORS)} "
+                "(or give peak FLOP/s as a number)"
+            ) from None
     if value <= 0:
         raise ConfigError(f"peak FLOP/s must be > 0, got {value}")
     return value
@@ -63,8 +65,15 @@ def tokens_affordable(cfg: ModelConfig, budget: float, seq_len: int, recompute: 
     return budget / flops(cfg, seq_len, recompute=recompute).train_per_token_with_recompute
 
 
-def training_days(cfg: ModelConfig, tokens: float, seq_len: int, accelerator: str | float, gpus: int,
-                  mfu: float = 0.4, recompute: str = "none") -> float:
+def training_days(
+    cfg: ModelConfig,
+    tokens: float,
+    seq_len: int,
+    accelerator: str | float,
+    gpus: int,
+    mfu: float = 0.4,
+    recompute: str = "none",
+) -> float:
     """Wall-clock days to train on `tokens` tokens."""
     total = flops(cfg, seq_len, recompute=recompute).per_run(tokens)["train_with_recompute"]
     return total / flop_budget(accelerator, gpus, 1.0, mfu)
@@ -93,6 +102,10 @@ def model_budget(cfg: ModelConfig, budget: float, seq_len: int, recompute: str =
     """What `budget` buys this model: tokens, tokens per (active) parameter, and the Chinchilla optimum."""
     tokens = tokens_affordable(cfg, budget, seq_len, recompute)
     active = params(cfg).active
-    return {"flops": budget, "tokens": tokens, "tokens_per_param": tokens / active,
-            "chinchilla_tokens": TOKENS_PER_PARAM * active,
-            "chinchilla_optimal_params": chinchilla_optimal(budget)["params"]}
+    return {
+        "flops": budget,
+        "tokens": tokens,
+        "tokens_per_param": tokens / active,
+        "chinchilla_tokens": TOKENS_PER_PARAM * active,
+        "chinchilla_optimal_params": chinchilla_optimal(budget)["params"],
+    }

@@ -12,8 +12,15 @@ from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.plan.report import build_plan, plot_compare, render, render_compare
 
-_NAMED = {"d_model": "d_model", "layers": "layers", "vocab_size": "vocab_size", "ffn_dim": "mlp.ffn_dim",
-          "n_heads": "attention.n_heads", "n_kv_heads": "attention.n_kv_heads", "chunk_size": "mamba2.chunk_size"}
+_NAMED = {
+    "d_model": "d_model",
+    "layers": "layers",
+    "vocab_size": "vocab_size",
+    "ffn_dim": "mlp.ffn_dim",
+    "n_heads": "attention.n_heads",
+    "n_kv_heads": "attention.n_kv_heads",
+    "chunk_size": "mamba2.chunk_size",
+}
 
 
 def apply_overrides(cfg: ModelConfig, named: dict[str, object], settings: list[str]) -> ModelConfig:
@@ -28,8 +35,11 @@ def apply_overrides(cfg: ModelConfig, named: dict[str, object], settings: list[s
 
 
 def plan(
-    sources: list[str] = typer.Argument(..., help="PRESET | CONFIG.yaml | HF config.json | checkpoint dir; "
-                                                   "or 'compare' followed by several of them."),
+    sources: list[str] = typer.Argument(
+        ...,
+        help="PRESET | CONFIG.yaml | HF config.json | checkpoint dir; "
+        "or 'compare' followed by several of them.",
+    ),
     d_model: int = typer.Option(None, "--d-model", help="Override d_model."),
     layers: str = typer.Option(None, "--layers", help="Override the layer pattern, e.g. 'm m m g m'."),
     vocab_size: int = typer.Option(None, "--vocab-size"),
@@ -48,10 +58,16 @@ def plan(
     recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
     attention: str = typer.Option("kernel", "--attention", help="kernel (full s^2, headline) | causal"),
     dtype_bytes: int = typer.Option(2, "--dtype-bytes", help="Bytes per weight/activation (2 for bf16)."),
-    accelerator: str = typer.Option("h100", "--accelerator", help="a100 | h100 | h200 | b200 | mi300x | peak FLOP/s"),
-    days: float = typer.Option(None, "--days", help="Training days: turns gpus x accelerator into a FLOP budget."),
+    accelerator: str = typer.Option(
+        "h100", "--accelerator", help="a100 | h100 | h200 | b200 | mi300x | peak FLOP/s"
+    ),
+    days: float = typer.Option(
+        None, "--days", help="Training days: turns gpus x accelerator into a FLOP budget."
+    ),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilization assumed for budgets."),
-    plot: str = typer.Option(None, "--plot", help="compare: write a PNG of memory and FLOPs vs context length."),
+    plot: str = typer.Option(
+        None, "--plot", help="compare: write a PNG of memory and FLOPs vs context length."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Parameters, FLOPs, memory, budget and sizing advice for a model, computed from its config alone."""
@@ -65,11 +81,31 @@ def plan(
         raise ConfigError(f"plan takes one model (got {len(names)}); use 'hybridlm plan compare A B ...'")
     if plot and not compare:
         raise ConfigError("--plot is for 'hybridlm plan compare'")
-    named = {"d_model": d_model, "layers": layers, "vocab_size": vocab_size, "ffn_dim": ffn_dim,
-             "n_heads": n_heads, "n_kv_heads": n_kv_heads, "chunk_size": chunk_size}
+    named = {
+        "d_model": d_model,
+        "layers": layers,
+        "vocab_size": vocab_size,
+        "ffn_dim": ffn_dim,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv_heads,
+        "chunk_size": chunk_size,
+    }
     cfgs = [apply_overrides(resolve_config(n), named, settings) for n in names]
-    kw = dict(seq_len=seq_len, batch=batch, tokens=tokens, gpus=gpus, tp=tp, pp=pp, zero=zero, recompute=recompute,
-              attention=attention, dtype_bytes=dtype_bytes, accelerator=accelerator, days=days, mfu=mfu)
+    kw = dict(
+        seq_len=seq_len,
+        batch=batch,
+        tokens=tokens,
+        gpus=gpus,
+        tp=tp,
+        pp=pp,
+        zero=zero,
+        recompute=recompute,
+        attention=attention,
+        dtype_bytes=dtype_bytes,
+        accelerator=accelerator,
+        days=days,
+        mfu=mfu,
+    )
     plans = [build_plan(c, **kw) for c in cfgs]
     if plot:
         plot_compare(cfgs, plot, batch=batch, dtype_bytes=dtype_bytes)

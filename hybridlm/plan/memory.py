@@ -51,8 +51,9 @@ def inference_cache_bytes(cfg: ModelConfig, batch: int, max_len: int, dtype_byte
 
 
 # ----- activations -----
-def activation_bytes_per_token(cfg: ModelConfig, kind: str, seq_len: int, recompute: str = "none",
-                               dtype_bytes: int = 2) -> int:
+def activation_bytes_per_token(
+    cfg: ModelConfig, kind: str, seq_len: int, recompute: str = "none", dtype_bytes: int = 2
+) -> int:
     """Bytes one sub-layer keeps per token for the backward pass (its pre-norm included).
 
     'none' stores what an unfused implementation saves, including the cores' big intermediates:
@@ -77,7 +78,9 @@ def activation_bytes_per_token(cfg: ModelConfig, kind: str, seq_len: int, recomp
     if kind == "m":
         m, di, h = cfg.mamba2, cfg.mamba2_d_inner, cfg.mamba2_n_heads
         conv = mamba2_conv_dim(cfg)
-        keep = a * (2 * d + mamba2_in_proj_width(cfg) + 2 * conv + 3 * di)  # in, proj out, conv, silu, y/gate/norm
+        keep = a * (
+            2 * d + mamba2_in_proj_width(cfg) + 2 * conv + 3 * di
+        )  # in, proj out, conv, silu, y/gate/norm
         keep += FP32 * (h + 2 * di)  # dt, x*dt and y in fp32
         keep += FP32 * -(-h * m.headdim * m.d_state // m.chunk_size)  # chunk states, one per chunk
         return keep + (FP32 * m.chunk_size * (h + m.ngroups) if core else 0)
@@ -87,7 +90,13 @@ def activation_bytes_per_token(cfg: ModelConfig, kind: str, seq_len: int, recomp
         keep += FP32 * 2 * di  # dt and y in fp32
         return keep + (FP32 * 3 * di * m.d_state if core else 0)
     if kind == "g":
-        s, w, hd, kv, f = cfg.shared, cfg.shared_input_dim, cfg.shared_head_dim, cfg.shared_kv_heads, cfg.shared_ffn_dim
+        s, w, hd, kv, f = (
+            cfg.shared,
+            cfg.shared_input_dim,
+            cfg.shared_head_dim,
+            cfg.shared_kv_heads,
+            cfg.shared_ffn_dim,
+        )
         rows = (2 if s.gated else 1) * f
         keep = a * (2 * w + (s.n_heads + 2 * kv) * hd + s.n_heads * hd)  # concat, norm out, q k v, attn out
         keep += a * (2 * d + rows + f + d)  # mlp norm in/out, up out, act out, proj in
@@ -96,8 +105,9 @@ def activation_bytes_per_token(cfg: ModelConfig, kind: str, seq_len: int, recomp
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 
-def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, recompute: str = "none",
-                     dtype_bytes: int = 2) -> dict[str, int]:
+def activation_bytes(
+    cfg: ModelConfig, batch: int, seq_len: int, recompute: str = "none", dtype_bytes: int = 2
+) -> dict[str, int]:
     """Activation bytes of one micro-batch of (batch, seq_len) on one model replica, by kind, plus
     'logits' (final norm input, logits, and their fp32 copy for the loss)."""
     tokens = batch * seq_len
@@ -109,7 +119,8 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, recompute: str 
         n_inputs = len(cfg.tokens) + (1 if cfg.n_shared_calls else 0)
         out["layer_inputs"] = tokens * a * d * n_inputs
         out["recompute_working_set"] = tokens * max(
-            activation_bytes_per_token(cfg, k, seq_len, "none", a) for k in set(cfg.tokens))
+            activation_bytes_per_token(cfg, k, seq_len, "none", a) for k in set(cfg.tokens)
+        )
         return out
     for kind in cfg.tokens:
         name = {"r": "mamba1", "m": "mamba2", "a": "attention", "f": "mlp", "e": "moe", "g": "shared"}[kind]
@@ -155,10 +166,14 @@ def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int) -> 
     n_sub = sum(t != "g" for t in cfg.tokens)
     if pp > n_sub:
         raise ConfigError(f"pp={pp} exceeds the number of sub-layers ({n_sub})")
-    splits = {"r": [("mamba1 d_inner", cfg.mamba1_d_inner)], "m": [("mamba2 heads", cfg.mamba2_n_heads)],
-              "a": [("attention heads", cfg.attention.n_heads), ("attention kv heads", cfg.attention_kv_heads)],
-              "g": [("shared heads", cfg.shared.n_heads), ("shared kv heads", cfg.shared_kv_heads)],
-              "f": [("mlp ffn_dim", cfg.mlp_ffn_dim)], "e": [("moe ffn_dim", cfg.moe_ffn_dim)]}
+    splits = {
+        "r": [("mamba1 d_inner", cfg.mamba1_d_inner)],
+        "m": [("mamba2 heads", cfg.mamba2_n_heads)],
+        "a": [("attention heads", cfg.attention.n_heads), ("attention kv heads", cfg.attention_kv_heads)],
+        "g": [("shared heads", cfg.shared.n_heads), ("shared kv heads", cfg.shared_kv_heads)],
+        "f": [("mlp ffn_dim", cfg.mlp_ffn_dim)],
+        "e": [("moe ffn_dim", cfg.moe_ffn_dim)],
+    }
     for kind in sorted(set(cfg.tokens)):
         for what, size in splits[kind]:
             if size % tp:
@@ -166,8 +181,19 @@ def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int) -> 
     return gpus // (tp * pp)
 
 
-def memory(cfg: ModelConfig, *, batch: int, seq_len: int, dtype_bytes: int = 2, gpus: int = 1, tp: int = 1,
-           pp: int = 1, zero: int = 0, recompute: str = "none", optimizer: str = "adam") -> MemoryReport:
+def memory(
+    cfg: ModelConfig,
+    *,
+    batch: int,
+    seq_len: int,
+    dtype_bytes: int = 2,
+    gpus: int = 1,
+    tp: int = 1,
+    pp: int = 1,
+    zero: int = 0,
+    recompute: str = "none",
+    optimizer: str = "adam",
+) -> MemoryReport:
     """Inference and training memory of HybridLM(cfg). `batch` is the micro-batch per data-parallel rank."""
     _check_sizes(batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes)
     _check_choice("recompute", recompute, RECOMPUTE)
@@ -186,8 +212,24 @@ def memory(cfg: ModelConfig, *, batch: int, seq_len: int, dtype_bytes: int = 2, 
     act = sum(acts.values()) / tp
     weights = n * dtype_bytes
     return MemoryReport(
-        batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes, weights_bytes=weights,
-        inference_cache_bytes=sum(cache.values()), inference_total_bytes=weights + sum(cache.values()),
-        inference_cache_by_kind=cache, gpus=gpus, dp=dp, tp=tp, pp=pp, zero=zero, recompute=recompute,
-        bytes_per_param=per_param, train_weights_bytes=w, train_grads_bytes=g, train_optimizer_bytes=o,
-        train_activation_bytes=act, train_total_bytes=w + g + o + act, activation_by_kind=acts)
+        batch=batch,
+        seq_len=seq_len,
+        dtype_bytes=dtype_bytes,
+        weights_bytes=weights,
+        inference_cache_bytes=sum(cache.values()),
+        inference_total_bytes=weights + sum(cache.values()),
+        inference_cache_by_kind=cache,
+        gpus=gpus,
+        dp=dp,
+        tp=tp,
+        pp=pp,
+        zero=zero,
+        recompute=recompute,
+        bytes_per_param=per_param,
+        train_weights_bytes=w,
+        train_grads_bytes=g,
+        train_optimizer_bytes=o,
+        train_activation_bytes=act,
+        train_total_bytes=w + g + o + act,
+        activation_by_kind=acts,
+    )

@@ -59,8 +59,11 @@ def mamba2_params(cfg: ModelConfig) -> int:
 
 def attention_params(cfg: ModelConfig) -> int:
     a, d, hd, kv = cfg.attention, cfg.d_model, cfg.attention_head_dim, cfg.attention_kv_heads
-    return (linear_params(d, a.n_heads * hd, a.qkv_bias) + 2 * linear_params(d, kv * hd, a.qkv_bias)
-            + linear_params(a.n_heads * hd, d, a.out_bias))
+    return (
+        linear_params(d, a.n_heads * hd, a.qkv_bias)
+        + 2 * linear_params(d, kv * hd, a.qkv_bias)
+        + linear_params(a.n_heads * hd, d, a.out_bias)
+    )
 
 
 def mlp_params(dim: int, ffn: int, gated: bool, bias: bool) -> int:
@@ -90,8 +93,14 @@ def shared_block_params(cfg: ModelConfig) -> dict[str, int]:
 
 def shared_call_params(cfg: ModelConfig) -> dict[str, int]:
     """What one 'g' call owns: the d x d projection and its LoRA pairs (A: in -> r, B: r -> out)."""
-    s, d, w, hd, kv, r = (cfg.shared, cfg.d_model, cfg.shared_input_dim, cfg.shared_head_dim,
-                          cfg.shared_kv_heads, cfg.shared.lora_rank)
+    s, d, w, hd, kv, r = (
+        cfg.shared,
+        cfg.d_model,
+        cfg.shared_input_dim,
+        cfg.shared_head_dim,
+        cfg.shared_kv_heads,
+        cfg.shared.lora_rank,
+    )
     lora = 0
     if s.lora_qkv:
         lora += r * (w + s.n_heads * hd) + 2 * r * (w + kv * hd)
@@ -128,8 +137,12 @@ class ParamReport:
     per_layer: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "active": self.active, "by_component": dict(self.by_component),
-                "per_layer": list(self.per_layer)}
+        return {
+            "total": self.total,
+            "active": self.active,
+            "by_component": dict(self.by_component),
+            "per_layer": list(self.per_layer),
+        }
 
 
 _COMPONENT = {"r": "mamba1", "m": "mamba2", "a": "attention", "f": "mlp"}
@@ -138,8 +151,11 @@ _COMPONENT = {"r": "mamba1", "m": "mamba2", "a": "attention", "f": "mlp"}
 def params(cfg: ModelConfig) -> ParamReport:
     """Count every parameter of `HybridLM(cfg)` analytically, by component and by layer."""
     d, vocab = cfg.d_model, cfg.padded_vocab_size
-    comp: dict[str, int] = {"embedding": vocab * d, "lm_head": 0 if cfg.tie_embeddings else vocab * d,
-                            "norms": norm_params(cfg, d)}  # final norm
+    comp: dict[str, int] = {
+        "embedding": vocab * d,
+        "lm_head": 0 if cfg.tie_embeddings else vocab * d,
+        "norms": norm_params(cfg, d),
+    }  # final norm
     per_layer: list[dict] = []
     inactive = 0
     for i, kind in enumerate(cfg.tokens):
@@ -162,7 +178,9 @@ def params(cfg: ModelConfig) -> ParamReport:
             active -= dropped
         else:
             comp[_COMPONENT[kind]] = comp.get(_COMPONENT[kind], 0) + n
-        per_layer.append({"index": i, "kind": kind, "name": TOKEN_NAMES[kind], "params": n + norm, "active": active})
+        per_layer.append(
+            {"index": i, "kind": kind, "name": TOKEN_NAMES[kind], "params": n + norm, "active": active}
+        )
     if cfg.n_shared_calls:
         block = shared_block_params(cfg)
         nb = cfg.shared.n_blocks

@@ -16,10 +16,23 @@ from hybridlm.plan.params import params
 from hybridlm.plan.sizing import sizing_advice
 
 
-def build_plan(cfg: ModelConfig, *, seq_len: int = 4096, batch: int = 1, tokens: float | None = None,
-               gpus: int = 1, tp: int = 1, pp: int = 1, zero: int = 0, recompute: str = "none",
-               attention: str = "kernel", dtype_bytes: int = 2, accelerator: str | float = "h100",
-               days: float | None = None, mfu: float = 0.4) -> dict:
+def build_plan(
+    cfg: ModelConfig,
+    *,
+    seq_len: int = 4096,
+    batch: int = 1,
+    tokens: float | None = None,
+    gpus: int = 1,
+    tp: int = 1,
+    pp: int = 1,
+    zero: int = 0,
+    recompute: str = "none",
+    attention: str = "kernel",
+    dtype_bytes: int = 2,
+    accelerator: str | float = "h100",
+    days: float | None = None,
+    mfu: float = 0.4,
+) -> dict:
     """Everything the planner knows about `cfg`, as plain data (the `--json` output).
 
     Stable keys: params.total, params.active, flops.forward_per_token, flops.train_per_token,
@@ -27,22 +40,43 @@ def build_plan(cfg: ModelConfig, *, seq_len: int = 4096, batch: int = 1, tokens:
     p = params(cfg)
     f = flops(cfg, seq_len, batch=batch, recompute=recompute, attention=attention)
     causal = flops(cfg, seq_len, batch=batch, recompute=recompute, attention="causal")
-    m = memory(cfg, batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes, gpus=gpus, tp=tp, pp=pp, zero=zero,
-               recompute=recompute)
+    m = memory(
+        cfg,
+        batch=batch,
+        seq_len=seq_len,
+        dtype_bytes=dtype_bytes,
+        gpus=gpus,
+        tp=tp,
+        pp=pp,
+        zero=zero,
+        recompute=recompute,
+    )
     out = {
-        "model": {"name": cfg.name, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
-                  "layers": compress(cfg.tokens), "vocab_size": cfg.padded_vocab_size},
+        "model": {
+            "name": cfg.name,
+            "d_model": cfg.d_model,
+            "n_layers": cfg.n_layers,
+            "layers": compress(cfg.tokens),
+            "vocab_size": cfg.padded_vocab_size,
+        },
         "params": {"total": p.total, "active": p.active, "by_component": p.by_component},
-        "flops": f.to_dict() | {"forward_per_token_causal": causal.forward_per_token,
-                                "train_per_token_causal": causal.train_per_token},
+        "flops": f.to_dict()
+        | {
+            "forward_per_token_causal": causal.forward_per_token,
+            "train_per_token_causal": causal.train_per_token,
+        },
         "memory": m.to_dict(),
         "sizing": [a.to_dict() for a in sizing_advice(cfg)],
     }
     budget = {}
     if days is not None:
         c = flop_budget(accelerator, gpus, days, mfu)
-        budget = model_budget(cfg, c, seq_len, recompute) | {"accelerator": str(accelerator), "gpus": gpus,
-                                                               "days": days, "mfu": mfu}
+        budget = model_budget(cfg, c, seq_len, recompute) | {
+            "accelerator": str(accelerator),
+            "gpus": gpus,
+            "days": days,
+            "mfu": mfu,
+        }
     if tokens is not None:
         out["flops"]["per_run"] = f.per_run(tokens)
         budget["tokens_requested"] = tokens
@@ -53,7 +87,15 @@ def build_plan(cfg: ModelConfig, *, seq_len: int = 4096, batch: int = 1, tokens:
 
 
 def _si(x: float, unit: str = "") -> str:
-    for div, suffix in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, suffix in (
+        (1e21, "Z"),
+        (1e18, "E"),
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+    ):
         if abs(x) >= div:
             return f"{x / div:.3g} {suffix}{unit}"
     return f"{x:.3g} {unit}".rstrip()
@@ -66,7 +108,9 @@ def _gib(x: float) -> str:
 def render(plan: dict, console: Console) -> None:
     """Rich tables for one plan."""
     mo, p, f, m = plan["model"], plan["params"], plan["flops"], plan["memory"]
-    console.print(f"[bold]{mo['name']}[/]: d_model={mo['d_model']}, {mo['n_layers']} layers, '{mo['layers']}'")
+    console.print(
+        f"[bold]{mo['name']}[/]: d_model={mo['d_model']}, {mo['n_layers']} layers, '{mo['layers']}'"
+    )
     t = Table(title="Parameters")
     t.add_column("component")
     t.add_column("params", justify="right")
@@ -117,7 +161,9 @@ def render(plan: dict, console: Console) -> None:
 
 
 def render_compare(plans: list[dict], console: Console) -> None:
-    t = Table(title=f"Comparison at batch {plans[0]['memory']['batch']}, seq_len {plans[0]['flops']['seq_len']}")
+    t = Table(
+        title=f"Comparison at batch {plans[0]['memory']['batch']}, seq_len {plans[0]['flops']['seq_len']}"
+    )
     t.add_column("")
     for p in plans:
         t.add_column(p["model"]["name"], justify="right")
@@ -136,8 +182,13 @@ def render_compare(plans: list[dict], console: Console) -> None:
     console.print(t)
 
 
-def plot_compare(cfgs: list[ModelConfig], path: str | Path, batch: int = 1, dtype_bytes: int = 2,
-                 lengths: list[int] | None = None) -> Path:
+def plot_compare(
+    cfgs: list[ModelConfig],
+    path: str | Path,
+    batch: int = 1,
+    dtype_bytes: int = 2,
+    lengths: list[int] | None = None,
+) -> Path:
     """PNG: inference memory (weights + cache) and forward FLOPs per token against context length."""
     import matplotlib
 
@@ -147,8 +198,10 @@ def plot_compare(cfgs: list[ModelConfig], path: str | Path, batch: int = 1, dtyp
     lengths = lengths or [2**k for k in range(9, 18)]
     fig, (ax_m, ax_f) = plt.subplots(1, 2, figsize=(11, 4.2))
     for cfg in cfgs:
-        mem = [memory(cfg, batch=batch, seq_len=n, dtype_bytes=dtype_bytes).inference_total_bytes / 2**30
-               for n in lengths]
+        mem = [
+            memory(cfg, batch=batch, seq_len=n, dtype_bytes=dtype_bytes).inference_total_bytes / 2**30
+            for n in lengths
+        ]
         fl = [flops(cfg, n).forward_per_token / 1e9 for n in lengths]
         ax_m.plot(lengths, mem, marker="o", label=cfg.name)
         ax_f.plot(lengths, fl, marker="o", label=cfg.name)

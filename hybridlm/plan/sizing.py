@@ -35,18 +35,22 @@ def nearest_multiples(value: int, multiple: int = MULTIPLE) -> list[int]:
 
 def _check(field: str, value: int, multiple: int, rule: str, up_only: bool = False) -> Advice:
     ok = value % multiple == 0
-    suggest = [] if ok else nearest_multiples(value, multiple)[-1 if up_only else 0:]
+    suggest = [] if ok else nearest_multiples(value, multiple)[-1 if up_only else 0 :]
     return Advice(field, value, ok, rule, suggest)
 
 
 def sizing_advice(cfg: ModelConfig) -> list[Advice]:
-    """One entry per dimension that the sizing rules cover; `ok` False means change it to a `suggest`ed value."""
+    """One entry per dimension the sizing rules cover; `ok` False: change it to a `suggest`ed value."""
     used = set(cfg.tokens)
     div = f"divisible by {MULTIPLE}"
     out = [_check("d_model", cfg.d_model, MULTIPLE, div)]
-    vocab = _check("vocab (padded)", cfg.padded_vocab_size, MULTIPLE,
-                   f"pad the vocabulary to a multiple of {MULTIPLE} (pad_vocab_multiple: {MULTIPLE})",
-                   up_only=True)
+    vocab = _check(
+        "vocab (padded)",
+        cfg.padded_vocab_size,
+        MULTIPLE,
+        f"pad the vocabulary to a multiple of {MULTIPLE} (pad_vocab_multiple: {MULTIPLE})",
+        up_only=True,
+    )
     out.append(vocab)
     if "a" in used:
         out.append(_check("attention head_dim", cfg.attention_head_dim, MULTIPLE, f"head dim {div}"))
