@@ -17,16 +17,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Stage registrations (one line each; each module owns its commands).
-from hybridlm.cli import generate as _generate  # noqa: E402
-
-_generate.register(app)
+# Stage registrations: each module owns its commands.
 from hybridlm.bench.cli import app as _bench_app  # noqa: E402
-
-app.add_typer(_bench_app, name="bench")
+from hybridlm.cli import generate as _generate  # noqa: E402
 from hybridlm.data.cli import app as _data_app  # noqa: E402
+from hybridlm.plan import cli as _plan  # noqa: E402
 
+_generate.register(app)  # generate, models
+_plan.register(app)  # plan
 app.add_typer(_data_app, name="data")
+app.add_typer(_bench_app, name="bench")
 
 
 def main() -> None:
