@@ -12,7 +12,6 @@ logits and the same greedy tokens.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 

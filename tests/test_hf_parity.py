@@ -81,7 +81,8 @@ def test_native_layout_roundtrip_for_architectures_transformers_lacks(preset, tm
     loaded = HybridLM.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == model.config
     ref = model.state_dict()
-    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items()) and ref.keys() == loaded.state_dict().keys()
+    assert ref.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items())
     ids = torch.randint(0, 512, (1, 9))
     with torch.no_grad():
         assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-6)

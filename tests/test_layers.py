@@ -121,7 +121,7 @@ def test_moe_matches_per_token_reference_and_balances():
             probs = moe.router(x[i, t]).softmax(-1)
             w, e = probs.topk(2)
             w = w / w.sum()
-            for weight, expert in zip(w, e):
+            for weight, expert in zip(w, e, strict=True):
                 h = moe.up[expert] @ x[i, t] + moe.up_bias[expert]
                 gate, up = h.chunk(2)
                 ref[i, t] += weight * (moe.down[expert] @ (F.silu(gate) * up) + moe.down_bias[expert])

@@ -36,7 +36,9 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def generate(
-    source: str = typer.Argument("zamba2-tiny", help="Preset name, config file (YAML/JSON/config.json) or checkpoint directory."),
+    source: str = typer.Argument(
+        "zamba2-tiny", help="Preset name, config file (YAML/JSON/config.json) or checkpoint directory."
+    ),
     prompt_ids: str = typer.Option(None, "--prompt-ids", help="Prompt token ids, e.g. '1 2 3'."),
     prompt: str = typer.Option(None, "--prompt", help="Prompt text (needs --tokenizer)."),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer directory or tokenizer.json."),

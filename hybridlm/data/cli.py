@@ -280,7 +280,8 @@ def dedup(
     p = rep["params"]
     out_console.print(
         f"dedup ({p['shingle']} {p['ngram']}-grams, {p['num_perm']} perms, {p['bands']}x{p['rows']} bands, "
-        f"threshold {p['threshold']}{', verified' if p['verify'] else ''}{', cross-dataset only' if p['cross_only'] else ''})"
+        f"threshold {p['threshold']}{', verified' if p['verify'] else ''}"
+        f"{', cross-dataset only' if p['cross_only'] else ''})"
     )
     t = Table()
     for col in ("source", "input", "kept", "removed"):

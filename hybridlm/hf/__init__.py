@@ -7,9 +7,9 @@ hybridlm's own layout: config.json with `model_type: hybridlm` and our parameter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.hf.io import take

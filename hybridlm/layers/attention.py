@@ -40,7 +40,8 @@ class Attention(nn.Module):
 
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         shape = (batch, self.n_kv_heads, max_len, self.head_dim)
-        return {"k": torch.zeros(shape, dtype=dtype, device=device), "v": torch.zeros(shape, dtype=dtype, device=device)}
+        return {"k": torch.zeros(shape, dtype=dtype, device=device),
+                "v": torch.zeros(shape, dtype=dtype, device=device)}
 
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 lora: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> torch.Tensor:

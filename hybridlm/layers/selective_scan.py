@@ -34,6 +34,7 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
 def selective_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                    B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """One token. state (b, h, p, n) updated in place; x, dt (b, h, p); B, C (b, h, n)."""
-    s = state.float() * torch.exp(dt.float()[..., None] * A.float()) + (dt * x).float()[..., None] * B.float()[:, :, None]
+    s = state.float() * torch.exp(dt.float()[..., None] * A.float())
+    s = s + (dt * x).float()[..., None] * B.float()[:, :, None]
     state.copy_(s)
     return torch.einsum("bhpn,bhn->bhp", s, C.float())

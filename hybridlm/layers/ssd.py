@@ -53,7 +53,7 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
              else x.new_zeros(b, g, e, p, n))
     starts = []
     # unbind once: indexing inside the loop would make autograd zero-fill a full-size gradient per chunk
-    for decay, new_state in zip(chunk_decay.unbind(3), chunk_states.unbind(3)):
+    for decay, new_state in zip(chunk_decay.unbind(3), chunk_states.unbind(3), strict=True):
         starts.append(state)
         state = decay * state + new_state
     start_states = torch.stack(starts, dim=3)  # (b, g, e, c, p, n)
