@@ -21,6 +21,9 @@ app = typer.Typer(
 from hybridlm.cli import generate as _generate  # noqa: E402
 
 _generate.register(app)
+from hybridlm.data.cli import app as _data_app  # noqa: E402
+
+app.add_typer(_data_app, name="data")
 
 
 def main() -> None:

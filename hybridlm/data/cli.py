@@ -1,0 +1,280 @@
+"""`hybridlm data ...`: a thin typer shell over `hybridlm.data` (every command has a Python function behind it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybridlm.data.errors import DataError
+
+app = typer.Typer(
+    name="data",
+    help="Data stage: count, train-tokenizer, partition, filter, dedup, pack, synth.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+INPUTS = typer.Argument(..., help="Input files or directories (JSONL[.zst|.gz], JSON, Parquet, Arrow).")
+TEXT_KEY = typer.Option("text", "--text-key", help="Field holding the document text.")
+
+
+def _bytes_bar(inputs: list[Path], desc: str):
+    """A progress bar over the input bytes (ETA is approximate: text bytes vs file bytes)."""
+    from hybridlm.data.engine import progress_bar
+    from hybridlm.data.io import expand_inputs
+
+    total = sum(f.path.stat().st_size for f in expand_inputs(inputs))
+    bar = progress_bar(disable=not console.is_terminal)
+    task = bar.add_task(desc, total=total)
+    return bar, lambda n: bar.advance(task, n)
+
+
+def _print_rejects(count: int, examples: list[dict], where: str | None) -> None:
+    if not count:
+        return
+    console.print(f"[yellow]{count} input record(s) rejected[/]" + (f" (all in {where})" if where else ""))
+    for e in examples[:10]:
+        console.print(f"  {e['file']}:{e['line']}: {e['reason']}")
+
+
+@app.command()
+def count(
+    inputs: list[Path] = INPUTS,
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json or a directory saved by save_pretrained."),
+    text_key: str = TEXT_KEY,
+    output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Write report.json, rejects and --save output here."),
+    save: bool = typer.Option(False, "--save", help="Also write the token ids (Parquet, column input_ids) under OUTPUT/tokenized/."),
+    batch_size: int = typer.Option(1024, help="Documents per tokenizer batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Tokenize a dataset and print documents, tokens and bytes per file and in total."""
+    from hybridlm.data.count import count_tokens
+
+    bar, advance = _bytes_bar(inputs, "count")
+    with bar:
+        rep = count_tokens(inputs, tokenizer, text_key, output_dir, save, batch_size, progress=advance)
+    if as_json:
+        out_console.print_json(json.dumps(rep))
+        return
+    t = Table(title="Token count")
+    for col in ("file", "documents", "tokens", "bytes", "tokens/doc"):
+        t.add_column(col, justify="left" if col == "file" else "right")
+    for r in rep["files"] + [{"file": "[b]total[/]", **{k: rep[k] for k in ("documents", "tokens", "bytes")}}]:
+        t.add_row(r["file"], f"{r['documents']:,}", f"{r['tokens']:,}", f"{r['bytes']:,}",
+                  f"{r['tokens'] / max(1, r['documents']):.1f}")  # fmt: skip
+    out_console.print(t)
+    rj = rep["rejects"]
+    _print_rejects(rj["rejected"], rj["examples"], str(output_dir / "rejects.jsonl") if output_dir else None)
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_cmd(
+    inputs: list[Path] = INPUTS,
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."),
+    text_key: str = TEXT_KEY,
+    vocab_size: int = typer.Option(8192, help="Vocabulary size including the 256 bytes and special tokens."),
+    min_frequency: int = typer.Option(2, help="Minimum pair frequency for a merge."),
+) -> None:
+    """Train a byte-level BPE tokenizer locally; `AutoTokenizer.from_pretrained(OUTPUT)` loads it."""
+    from hybridlm.data.tokenizer import train_tokenizer
+
+    with console.status("training tokenizer"):
+        rep = train_tokenizer(inputs, output_dir, vocab_size, text_key, min_frequency)
+    out_console.print(f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}")
+    if rep["rejected_records"]:
+        console.print(f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]")
+
+
+@app.command()
+def partition(
+    inputs: list[Path] = INPUTS,
+    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    num_partitions: int = typer.Option(..., "-n", "--num-partitions", help="Number of output files."),
+    text_key: str = TEXT_KEY,
+    zstd: bool = typer.Option(False, "--zstd", help="Write .jsonl.zst."),
+) -> None:
+    """Split a dataset into N JSONL partitions (round-robin), preserving every record and all its fields."""
+    from hybridlm.data.partition import partition as run
+
+    del text_key  # partitioning keeps records whether or not they have a text field
+    rep = run(inputs, output_dir, num_partitions, compress=zstd)
+    out_console.print(f"{rep['input_records']:,} records -> {num_partitions} partitions in {output_dir}")
+    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "_rejects.jsonl"))
+
+
+def _kv(items: list[str], cast, what: str) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise DataError(f"{what} expects PATTERN=VALUE, got {it!r}")
+        k, v = it.rsplit("=", 1)
+        try:
+            out[k] = cast(v)
+        except ValueError:
+            raise DataError(f"{what}: {v!r} is not a number") from None
+    return out
+
+
+def _word_list(spec: str):
+    from hybridlm.data.filters import WordList
+
+    parts = spec.split(":")
+    path = Path(parts[0])
+    if not path.is_file():
+        raise DataError(f"word list not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    words = json.loads(text)["words"] if path.suffix == ".json" else [w for w in text.splitlines() if w.strip()]
+    max_count = int(parts[1]) if len(parts) > 1 and parts[1] else None
+    max_fraction = float(parts[2]) if len(parts) > 2 and parts[2] else None
+    if max_count is None and max_fraction is None:
+        raise DataError(f"word list {spec!r}: give FILE:MAX_COUNT, FILE::MAX_FRACTION or FILE:MAX_COUNT:MAX_FRACTION")
+    return WordList(path.stem, words, max_count, max_fraction)
+
+
+@app.command("filter")
+def filter_cmd(
+    inputs: list[Path] = INPUTS,
+    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    text_key: str = TEXT_KEY,
+    config: Path | None = typer.Option(None, "--config", help="JSON file with any FilterConfig fields."),
+    min_length: int | None = typer.Option(None, help="Minimum length after collapsing runs [100]."),
+    min_mean_word_length: float | None = typer.Option(None, help="[3]"),
+    max_mean_word_length: float | None = typer.Option(None, help="[12]"),
+    max_fraction_non_alphanumeric: float | None = typer.Option(None, "--max-non-alnum", help="[0.3]"),
+    max_fraction_numerical: float | None = typer.Option(None, "--max-numeric", help="[0.2]"),
+    max_repeated_substrings: int | None = typer.Option(None, "--max-repeats", help="Max runs of repeated word characters [50]."),
+    repeat_run_length: int | None = typer.Option(None, help="Run length that counts as a repeat [7]."),
+    pattern_count: list[str] = typer.Option([], "--pattern-count", help="PATTERN=MAX_COUNT (replaces the defaults)."),
+    pattern_fraction: list[str] = typer.Option([], "--pattern-fraction", help="PATTERN=MAX_FRACTION (replaces the defaults)."),
+    word_list: list[str] = typer.Option([], "--word-list", help="FILE[:MAX_COUNT[:MAX_FRACTION]] (.json {'words': [...]} or one per line)."),
+    write_removed: bool = typer.Option(True, "--write-removed/--no-write-removed", help="Write removed documents to OUTPUT/removed/."),
+    collapse_runs: bool = typer.Option(False, "--collapse-runs", help="Write kept texts with repeated runs collapsed (as Zyda did)."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
+    engine: str = typer.Option("local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."),
+) -> None:
+    """Apply the Zyda-1 heuristic filters; writes OUTPUT/kept/, OUTPUT/removed/ and OUTPUT/report.json."""
+    from hybridlm.data.filters import FilterConfig, run_filter
+
+    d = json.loads(config.read_text()) if config else {}
+    scalars = {"min_length": min_length, "min_mean_word_length": min_mean_word_length,
+               "max_mean_word_length": max_mean_word_length,
+               "max_fraction_non_alphanumeric": max_fraction_non_alphanumeric,
+               "max_fraction_numerical": max_fraction_numerical, "max_repeated_substrings": max_repeated_substrings,
+               "repeat_run_length": repeat_run_length}  # fmt: skip
+    d.update({k: v for k, v in scalars.items() if v is not None})
+    if pattern_count:
+        d["pattern_max_counts"] = _kv(pattern_count, int, "--pattern-count")
+    if pattern_fraction:
+        d["pattern_max_fractions"] = _kv(pattern_fraction, float, "--pattern-fraction")
+    cfg = FilterConfig.from_dict(d)
+    cfg.word_lists += [_word_list(w) for w in word_list]
+    if engine == "datatrove":
+        from hybridlm.data.dt_steps import run_filter_datatrove
+
+        rep = run_filter_datatrove(inputs, output_dir, text_key, cfg, workers=workers)
+    elif engine == "local":
+        rep = run_filter(inputs, output_dir, text_key, cfg, workers, write_removed, collapse_runs, quiet=False)
+    else:
+        raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r}")
+    t = Table(title=f"Filter: kept {rep['kept_documents']:,} / {rep['input_documents']:,}")
+    t.add_column("filter")
+    t.add_column("removed", justify="right")
+    for k, v in rep["removed_by_filter"].items():
+        t.add_row(k, f"{v:,}")
+    t.add_row("[b]total removed[/]", f"{rep['removed_documents']:,}")
+    out_console.print(t)
+    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))
+
+
+@app.command()
+def dedup(
+    inputs: list[Path] = INPUTS,
+    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    text_key: str = TEXT_KEY,
+    threshold: float = typer.Option(0.8, "--threshold", help="Jaccard similarity that makes two documents duplicates."),
+    verify: bool = typer.Option(False, "--verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."),
+    ngram: int = typer.Option(13, "--ngram", help="Shingle size (words or characters)."),
+    shingle: str = typer.Option("word", "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams."),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    bands: int | None = typer.Option(None, "--bands", help="LSH bands [chosen from --threshold]."),
+    rows: int | None = typer.Option(None, "--rows", help="Rows per band [chosen from --threshold]."),
+    rank: list[str] = typer.Option([], "--rank", help="Source names, best first (repeat or comma-separate) [input order]."),
+    cross_only: bool = typer.Option(False, "--cross-only", help="Only remove duplicates across datasets (Zyda-2)."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
+    top_clusters: int = typer.Option(10, help="Largest clusters listed with examples in the report."),
+    engine: str = typer.Option("local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."),
+) -> None:
+    """MinHash-LSH near-deduplication within and across datasets; writes kept/, removed/, report.json, a plot."""
+    from hybridlm.data.dedup import DedupConfig, run_dedup
+
+    cfg = DedupConfig(threshold, num_perm, ngram, shingle, bands, rows, verify, cross_only, seed)
+    if engine == "datatrove":
+        from hybridlm.data.dt_steps import run_dedup_datatrove
+
+        rep = run_dedup_datatrove(inputs, output_dir, text_key, cfg, rank, workers=workers)
+    elif engine == "local":
+        rep = run_dedup(inputs, output_dir, text_key, cfg, rank, workers, top_clusters, quiet=False)
+    else:
+        raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r}")
+    p = rep["params"]
+    out_console.print(
+        f"dedup ({p['shingle']} {p['ngram']}-grams, {p['num_perm']} perms, {p['bands']}x{p['rows']} bands, "
+        f"threshold {p['threshold']}{', verified' if p['verify'] else ''}{', cross-dataset only' if p['cross_only'] else ''})"
+    )
+    t = Table()
+    for col in ("source", "input", "kept", "removed"):
+        t.add_column(col, justify="left" if col == "source" else "right")
+    for s, v in rep["per_source"].items():
+        t.add_row(s, f"{v['input']:,}", f"{v['kept']:,}", f"{v['removed']:,}")
+    t.add_row("[b]total[/]", f"{rep['input_documents']:,}", f"{rep['kept_documents']:,}", f"{rep['removed_documents']:,}")
+    out_console.print(t)
+    out_console.print(f"{rep['clusters']:,} duplicate clusters; report: {output_dir / 'report.json'}")
+    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))
+
+
+@app.command("pack")
+def pack_cmd(
+    inputs: list[Path] = INPUTS,
+    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t"),
+    text_key: str = TEXT_KEY,
+    eos: bool = typer.Option(True, "--eos/--no-eos", help="Append the EOS token to every document."),
+) -> None:
+    """Tokenize into contiguous token shards (.bin + .idx, uint16 when the vocab fits) readable by the trainer."""
+    from hybridlm.data.pack import pack
+
+    bar, advance = _bytes_bar(inputs, "pack")
+    with bar:
+        idx = pack(inputs, output_dir, tokenizer, text_key, eos, progress=advance)
+    out_console.print(
+        f"{idx['documents']:,} documents, {idx['tokens']:,} tokens ({idx['dtype']}) in {len(idx['shards'])} shard(s) "
+        f"-> {output_dir}"
+    )
+    if idx["rejected_records"]:
+        console.print(f"[yellow]{idx['rejected_records']} record(s) rejected (see {output_dir}/rejects/)[/]")
+
+
+@app.command()
+def synth(
+    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    seed: int = typer.Option(0, "--seed"),
+    n_web: int = typer.Option(2000, "--n-web"),
+    n_hq: int = typer.Option(500, "--n-hq"),
+    n_eval: int = typer.Option(200, "--n-eval"),
+) -> None:
+    """Generate the deterministic synthetic corpus (web with planted duplicates and junk, high-quality, eval)."""
+    from hybridlm.data.synth import generate_corpus
+
+    m = generate_corpus(output_dir, seed, n_web, n_hq, n_eval)
+    out_console.print(
+        f"web {m['web_documents']:,} ({m['dup_groups']} duplicate groups, {m['junk_documents']} junk), "
+        f"hq {m['hq_documents']:,}, eval {m['eval_documents']:,} -> {output_dir}"
+    )

@@ -1,0 +1,157 @@
+"""From LSH buckets to duplicate clusters: candidate pairs, exact-Jaccard verification, connected components, the
+keep rule, and the cluster report (histogram PNG, largest clusters)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def candidate_pairs(
+    keys: np.ndarray, valid: np.ndarray, source: np.ndarray | None = None, max_all_pairs: int = 32
+) -> np.ndarray:
+    """Unique `(i, j)` pairs (i < j) of documents sharing a bucket in any band.
+
+    A bucket of up to `max_all_pairs` documents gives all its pairs; a larger one (e.g. thousands of copies of a
+    boilerplate page) gives each member paired with the bucket's first member, its predecessor, and the first
+    member of every other source, which connects the same components without quadratic cost.
+    With `source`, only pairs from different sources are returned (cross-dataset mode).
+    """
+    idx_valid = np.flatnonzero(valid)
+    out: list[np.ndarray] = []
+    for j in range(keys.shape[1]):
+        k = keys[idx_valid, j]
+        order = np.argsort(k, kind="stable")
+        sk, docs = k[order], idx_valid[order]
+        if len(sk) < 2:
+            continue
+        brk = np.flatnonzero(sk[1:] != sk[:-1]) + 1
+        starts = np.concatenate([[0], brk])
+        ends = np.concatenate([brk, [len(sk)]])
+        sizes = ends - starts
+        two = starts[sizes == 2]
+        if len(two):
+            out.append(np.stack([docs[two], docs[two + 1]], axis=1))
+        for s, e in zip(starts[sizes > 2].tolist(), ends[sizes > 2].tolist()):
+            members = docs[s:e]
+            if e - s <= max_all_pairs:
+                out.append(np.array(list(itertools.combinations(members.tolist(), 2)), dtype=np.int64))
+            else:
+                pairs = [np.stack([np.full(len(members) - 1, members[0]), members[1:]], axis=1),
+                         np.stack([members[:-1], members[1:]], axis=1)]  # fmt: skip
+                if source is not None:
+                    _, first = np.unique(source[members], return_index=True)
+                    for h in members[first]:
+                        pairs.append(np.stack([np.full(len(members), h), members], axis=1))
+                out.append(np.concatenate(pairs))
+    if not out:
+        return np.empty((0, 2), dtype=np.int64)
+    p = np.concatenate(out).astype(np.int64)
+    p = np.sort(p, axis=1)
+    p = p[p[:, 0] != p[:, 1]]
+    if source is not None:
+        p = p[source[p[:, 0]] != source[p[:, 1]]]
+    return np.unique(p, axis=0)
+
+
+def jaccard_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard of two sorted unique hash arrays."""
+    if len(a) == 0 and len(b) == 0:
+        return 0.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (len(a) + len(b) - inter)
+
+
+def connected_components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Union-find over `edges`; returns for each node the smallest node index of its component."""
+    parent = np.arange(n, dtype=np.int64)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in edges.tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            if ra < rb:
+                parent[rb] = ra
+            else:
+                parent[ra] = rb
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def apply_keep_rule(
+    labels: np.ndarray, source_rank: np.ndarray, cross_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decide who stays in each cluster. Returns `(keep mask, kept_for)` where `kept_for[i]` is the index of the
+    document kept in i's cluster (i itself for kept documents).
+
+    Rule: the document from the highest-ranked source (lowest rank number) stays; ties are broken by input order
+    (earlier file, then earlier line). In cross-dataset mode every document of the cluster's best source stays and
+    only documents of lower-ranked sources go.
+    """
+    n = len(labels)
+    order = np.arange(n)
+    # sort by (cluster, rank, input order): the first of each cluster is its keeper
+    perm = np.lexsort((order, source_rank, labels))
+    lab_sorted = labels[perm]
+    first = np.concatenate([[True], lab_sorted[1:] != lab_sorted[:-1]])
+    keeper_of_cluster = perm[first]
+    cluster_index = np.cumsum(first) - 1
+    kept_for = np.empty(n, dtype=np.int64)
+    kept_for[perm] = keeper_of_cluster[cluster_index]
+    if cross_only:
+        keep = source_rank == source_rank[kept_for]
+    else:
+        keep = kept_for == order
+    kept_for = np.where(keep, order, kept_for)
+    return keep, kept_for
+
+
+def size_histograms(labels: np.ndarray, source: np.ndarray, names: Sequence[str]) -> dict[str, dict[int, int]]:
+    """Per dataset: {cluster size: number of clusters of that size containing a document of the dataset}
+    (clusters of size >= 2 only)."""
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    size_of = counts[inv]
+    hist: dict[str, dict[int, int]] = {}
+    for s, name in enumerate(names):
+        m = (source == s) & (size_of >= 2)
+        clusters = np.unique(labels[m])
+        sizes = counts[np.searchsorted(np.unique(labels), clusters)]
+        vals, cnt = np.unique(sizes, return_counts=True)
+        hist[name] = {int(v): int(c) for v, c in zip(vals, cnt)}
+    return hist
+
+
+def plot_histograms(hist: dict[str, dict[int, int]], path: Path) -> Path | None:
+    """Log-log plot of number of clusters vs cluster size, one series per dataset (as in the Zyda-2 analysis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    drawn = False
+    for name, h in hist.items():
+        if h:
+            xs = sorted(h)
+            ax.loglog(xs, [h[x] for x in xs], marker="o", linestyle="-", label=name)
+            drawn = True
+    ax.set_xlabel("cluster size (documents)")
+    ax.set_ylabel("number of clusters")
+    ax.set_title("Duplicate cluster sizes per dataset")
+    if drawn:
+        ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

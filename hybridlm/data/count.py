@@ -1,0 +1,147 @@
+"""Token counting (`hybridlm data count`): documents, tokens and UTF-8 bytes per file and in total.
+
+Reading and tokenising overlap: a reader thread parses records into batches (a bounded queue, so memory stays
+bounded whatever the dataset size) while the main thread hands each batch to the tokenizer's own batch encoder,
+which runs on all cores (Rust threads, GIL released). With `save_dir`, token ids are also written per input file as
+Parquet (`input_ids` column), loadable with `datasets.load_dataset("parquet", ...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from hybridlm.data.io import InputFile, RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.tokenizer import load_tokenizer
+
+_END = object()
+
+
+def batched_texts(
+    f: InputFile, text_key: str, rejects: RejectLog, batch_size: int = 1024, prefetch: int = 4
+) -> Iterator[list[str]]:
+    """Batches of texts of one file, parsed ahead in a thread (at most `prefetch` batches waiting)."""
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    err: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            batch = []
+            for _, rec in iter_records(f, text_key, rejects):
+                batch.append(rec[text_key])
+                if len(batch) >= batch_size:
+                    q.put(batch)
+                    batch = []
+                    if stop.is_set():
+                        return
+            if batch:
+                q.put(batch)
+        except BaseException as e:  # re-raised in the consumer
+            err.append(e)
+        finally:
+            q.put(_END)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not _END:
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # drain so the reader can finish
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        t.join()
+    if err:
+        raise err[0]
+
+
+def encode_ids(tok, texts: list[str]) -> list[list[int]]:
+    enc = tok.encode_batch_fast(texts, add_special_tokens=False) if hasattr(tok, "encode_batch_fast") else \
+        tok.encode_batch(texts, add_special_tokens=False)  # fmt: skip
+    return [e.ids for e in enc]
+
+
+def count_tokens(
+    inputs: list[str | Path],
+    tokenizer: str | Path,
+    text_key: str = "text",
+    output_dir: str | Path | None = None,
+    save: bool = False,
+    batch_size: int = 1024,
+    progress=None,
+) -> dict:
+    """Count documents, tokens and bytes; returns (and with `output_dir` writes) the report.
+    `progress(n)` is called with the text bytes of each batch."""
+    tok = load_tokenizer(tokenizer)
+    files = expand_inputs(inputs)
+    check_text_field(files, text_key)
+    out = Path(output_dir) if output_dir is not None else None
+    if save and out is None:
+        from hybridlm.data.errors import DataError
+
+        raise DataError("--save needs -o/--output-dir")
+    rejects = RejectLog(out / "rejects.jsonl" if out else None)
+    per_file = []
+    try:
+        for f in files:
+            docs = tokens = nbytes = 0
+            writer = _ParquetIds(out / "tokenized" / f"{f.source}" / f"{Path(f.out_relpath).stem}.parquet") if save else None
+            for batch in batched_texts(f, text_key, rejects, batch_size):
+                if writer is None:
+                    enc = tok.encode_batch_fast(batch, add_special_tokens=False)
+                    tokens += sum(len(e) for e in enc)
+                else:
+                    ids = encode_ids(tok, batch)
+                    tokens += sum(map(len, ids))
+                    writer.write(ids)
+                docs += len(batch)
+                b = sum(len(t.encode("utf-8")) for t in batch)
+                nbytes += b
+                if progress is not None:
+                    progress(b)
+            if writer is not None:
+                writer.close()
+            per_file.append({"file": str(f.path), "documents": docs, "tokens": tokens, "bytes": nbytes})
+    finally:
+        rejects.close()
+    report = {
+        "documents": sum(r["documents"] for r in per_file),
+        "tokens": sum(r["tokens"] for r in per_file),
+        "bytes": sum(r["bytes"] for r in per_file),
+        "files": per_file,
+        "rejects": rejects.summary(),
+        "tokenizer": str(tokenizer),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+class _ParquetIds:
+    """Streams token id lists into a Parquet file, one row group per batch."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+        self.w = pq.ParquetWriter(self.tmp, self.schema)
+
+    def write(self, ids: list[list[int]]) -> None:
+        self.w.write_table(self.pa.table({"input_ids": self.pa.array(ids, type=self.pa.list_(self.pa.int32()))}))
+
+    def close(self) -> None:
+        self.w.close()
+        self.tmp.replace(self.path)

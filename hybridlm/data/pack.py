@@ -1,0 +1,104 @@
+"""Packing (`hybridlm data pack`): tokenise documents into contiguous token shards with an index.
+
+One shard per input file, in input order, so the output is deterministic; a shard whose files were written by an
+earlier run (with the same tokenizer) is not redone, so an interrupted pack resumes. The format and its reader are
+in `hybridlm.data.shards`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hybridlm.data.count import batched_texts, encode_ids
+from hybridlm.data.errors import DataError
+from hybridlm.data.io import RejectLog, check_text_field, expand_inputs
+from hybridlm.data.shards import write_idx
+from hybridlm.data.tokenizer import eos_token_id, load_tokenizer
+
+
+def _fingerprint(tok) -> str:
+    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
+
+
+def pack(
+    inputs: list[str | Path],
+    output_dir: str | Path,
+    tokenizer: str | Path,
+    text_key: str = "text",
+    append_eos: bool = True,
+    batch_size: int = 1024,
+    progress=None,
+) -> dict:
+    """Write `OUTPUT/index.json` and `OUTPUT/NNNNN.{bin,idx}`; returns the index. `progress(n)` gets text bytes."""
+    tok = load_tokenizer(tokenizer)
+    files = expand_inputs(inputs)
+    check_text_field(files, text_key)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    dtype = np.dtype("<u2") if vocab <= 2**16 else np.dtype("<u4")
+    eos = eos_token_id(tok, tokenizer) if append_eos else None
+    if append_eos and eos is None:
+        raise DataError("the tokenizer has no EOS token; pass --no-eos or use a tokenizer with one")
+    fp = _fingerprint(tok)
+    state = out / ".state"
+    state.mkdir(exist_ok=True)
+    shards, rejected = [], 0
+    for k, f in enumerate(files):
+        name = f"{k:05d}"
+        marker = state / f"{name}.json"
+        expect = {"file": str(f.path), "tokenizer": fp, "append_eos": append_eos, "text_key": text_key}
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if {key: done.get(key) for key in expect} == expect:
+                shards.append(done["shard"])
+                if progress is not None:
+                    progress(f.path.stat().st_size)
+                continue
+        rejects = RejectLog(out / "rejects" / f"{f.key}.jsonl")
+        bin_tmp = out / f"{name}.bin.tmp"
+        lengths: list[int] = []
+        try:
+            with open(bin_tmp, "wb") as fh:
+                for batch in batched_texts(f, text_key, rejects, batch_size):
+                    ids = encode_ids(tok, batch)
+                    if eos is not None:
+                        for x in ids:
+                            x.append(eos)
+                    flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=sum(map(len, ids)))
+                    fh.write(flat.astype(dtype).tobytes())
+                    lengths.extend(map(len, ids))
+                    if progress is not None:
+                        progress(sum(len(t.encode("utf-8")) for t in batch))
+        finally:
+            rejects.close()
+        rejected += rejects.count
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        write_idx(out / f"{name}.idx.tmp", offsets, dtype.itemsize)
+        os.replace(bin_tmp, out / f"{name}.bin")
+        os.replace(out / f"{name}.idx.tmp", out / f"{name}.idx")
+        shard = {"name": name, "source": f"{f.source}/{f.relpath}", "documents": len(lengths),
+                 "tokens": int(offsets[-1])}  # fmt: skip
+        marker.write_text(json.dumps({**expect, "shard": shard}))
+        shards.append(shard)
+    index = {
+        "format": "hybridlm-tokens",
+        "version": 1,
+        "dtype": "uint16" if dtype.itemsize == 2 else "uint32",
+        "vocab_size": vocab,
+        "eos_id": eos,
+        "append_eos": append_eos,
+        "tokenizer": str(tokenizer),
+        "tokenizer_fingerprint": fp,
+        "documents": sum(s["documents"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "shards": shards,
+    }
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    index["rejected_records"] = rejected
+    return index
