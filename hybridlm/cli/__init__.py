@@ -24,6 +24,9 @@ _generate.register(app)
 from hybridlm.data.cli import app as _data_app  # noqa: E402
 
 app.add_typer(_data_app, name="data")
+from hybridlm.train import cli as _train_cli  # noqa: E402
+
+_train_cli.register(app)
 
 
 def main() -> None:

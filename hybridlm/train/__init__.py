@@ -6,3 +6,6 @@ from hybridlm.train.evaluate import evaluate_loss
 from hybridlm.train.loop import TrainingError, run_training
 
 __all__ = ["RunConfig", "TrainingError", "evaluate_loss", "run_training"]
+from hybridlm.train.anneal import AnnealWarning, anneal_config, run_anneal  # noqa: E402
+
+__all__ += ["AnnealWarning", "anneal_config", "run_anneal"]

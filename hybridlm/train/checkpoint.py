@@ -96,7 +96,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torc
             optimizer.consolidate_state_dict(to=0)
         if ctx.is_main:
             _save_file(unwrap(model).state_dict(), tmp / "model.pt")
-            maybe_fault("save")
+            maybe_fault("save", step)
             _save_file(optimizer.state_dict(), tmp / "optim.pt")
     barrier(ctx)
     if ctx.is_main:

@@ -1,7 +1,7 @@
-"""Fault injection for tests: `HYBRIDLM_FAULT=point[:action]` makes the run die (action `kill`, the default) or
-hang (`hang`) when it reaches `point` (e.g. `save` = in the middle of writing a checkpoint), and
-`HYBRIDLM_FAULT_NAN=3,4` makes the loss of those steps non-finite. Unset in normal use: each check is one
-dictionary look-up."""
+"""Fault injection for tests. `HYBRIDLM_FAULT=point[@step][:action]` makes the run die (action `kill`, the
+default: exit code 9 with no cleanup) or hang (`hang`) when it reaches `point` (`save`: in the middle of writing a
+checkpoint, after the model file), optionally only at checkpoint/step `step`. `HYBRIDLM_FAULT_NAN=3,4` makes the
+loss of those steps (1-based) non-finite. Unset in normal use: each check is one environment look-up."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import os
 import time
 
 
-def maybe_fault(point: str) -> None:
+def maybe_fault(point: str, step: int | None = None) -> None:
     spec = os.environ.get("HYBRIDLM_FAULT")
     if not spec:
         return
-    name, _, action = spec.partition(":")
-    if name != point:
+    where, _, action = spec.partition(":")
+    name, _, at = where.partition("@")
+    if name != point or (at and step is not None and int(at) != step):
         return
     if action == "hang":
         time.sleep(3600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -51,16 +52,20 @@ def run_training(run_config: RunConfig | dict, output_dir: str | Path, resume: b
     `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths."""
     cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
     device = pick_device(cfg.train.device)
-    if device.type == "cuda" and "LOCAL_RANK" in __import__("os").environ:
-        device = torch.device("cuda", int(__import__("os").environ["LOCAL_RANK"]))
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
         return _train(cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress)
     finally:
-        shutdown(ctx)
+        if owned:
+            shutdown(ctx)
 
 
 def _load_init_weights(model: HybridLM, source: str) -> None:
