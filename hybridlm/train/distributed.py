@@ -64,7 +64,9 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     if ctx.mode == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
-        for group in (model.layers, model.shared or [], model.calls or []):
+        # Each layer and shared block is its own FSDP unit; the per-call LoRA/projection modules are used inside
+        # the shared block's forward (not through their own), so they stay with the root unit.
+        for group in (model.layers, model.shared or []):
             for sub in group:
                 fully_shard(sub, mesh=ctx.mesh)
         fully_shard(model, mesh=ctx.mesh)
