@@ -158,14 +158,18 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             set_state_dict,
         )
 
-        if optimizer is None:
-            state = {"model": get_model_state_dict(model)}
-            dcp.load(state, checkpoint_id=str(path / "dcp"))
-            set_model_state_dict(model, state["model"])
-        else:
-            state = _dcp_state(model, optimizer)
-            dcp.load(state, checkpoint_id=str(path / "dcp"))
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        import warnings
+
+        with warnings.catch_warnings():  # loading in one process (no process group) is intended
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            if optimizer is None:
+                state = {"model": get_model_state_dict(model)}
+                dcp.load(state, checkpoint_id=str(path / "dcp"))
+                set_model_state_dict(model, state["model"])
+            else:
+                state = _dcp_state(model, optimizer)
+                dcp.load(state, checkpoint_id=str(path / "dcp"))
+                set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
         target = unwrap(model)
         if hasattr(target, "_fsdp_state") or _is_fsdp(target):
