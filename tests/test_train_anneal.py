@@ -10,6 +10,8 @@ from hybridlm.train import AnnealWarning, anneal_config, run_anneal, run_trainin
 from hybridlm.train.data import BatchStream
 from hybridlm.train.schedules import lr_at
 
+pytestmark = pytest.mark.filterwarnings("ignore::hybridlm.train.anneal.AnnealWarning")
+
 
 @pytest.fixture(scope="module")
 def phase1(tmp_path_factory):
