@@ -27,6 +27,9 @@ app.add_typer(_data_app, name="data")
 from hybridlm.train import cli as _train_cli  # noqa: E402
 
 _train_cli.register(app)
+from hybridlm.plan import cli as _plan  # noqa: E402
+
+_plan.register(app)
 
 
 def main() -> None:
