@@ -78,7 +78,10 @@ def main() -> None:
     recs = [json.loads(x) for x in open(tmp / "corpus" / "web.jsonl", encoding="utf-8")]
     texts = [r["text"] for r in recs]
     index = {r["id"]: i for i, r in enumerate(recs)}
-    truth = [(index[p["a"]], index[p["b"]], p["jaccard"]) for p in map(json.loads, open(tmp / "corpus" / "web_pairs.jsonl"))]
+    truth = [
+        (index[p["a"]], index[p["b"]], p["jaccard"])
+        for p in map(json.loads, open(tmp / "corpus" / "web_pairs.jsonl"))
+    ]
 
     cfg = DedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram)
     b, r = cfg.bands_rows()
@@ -106,14 +109,18 @@ def main() -> None:
         ("datasketch MinHash+MinHashLSH", t_ds, ds_labels, f"{b}x{r}"),
         ("hybridlm --verify (1 process)", t_ver, vres.labels, f"{vres.bands}x{vres.rows}"),
     ]
-    print(f"\n{'method':36s} {'bands x rows':>12s} {'seconds':>8s} {'docs/s':>9s} {'precision':>9s} {'recall':>7s}")
+    print(
+        f"\n{'method':36s} {'bands x rows':>12s} {'seconds':>8s} {'docs/s':>9s} {'precision':>9s} {'recall':>7s}"
+    )
     for name, t, labels, br in rows:
         p, rc, npred, npos = score(labels, truth, args.threshold)
         print(f"{name:36s} {br:>12s} {t:8.2f} {n / t:9.0f} {p:9.4f} {rc:7.4f}")
     print(f"\nplanted pairs with Jaccard >= {args.threshold}: {npos}")
     print(f"speed ratio hybridlm / datasketch (same settings): {t_ds / t_ours:.2f}x")
-    print(f"end-to-end `run_dedup --verify` on the JSONL file (I/O + outputs): {t_e2e:.2f}s, {n / t_e2e:.0f} docs/s; "
-          f"kept {rep['kept_documents']} + removed {rep['removed_documents']} = {rep['input_documents']}")
+    print(
+        f"end-to-end `run_dedup --verify` on the JSONL file (I/O + outputs): {t_e2e:.2f}s, {n / t_e2e:.0f} docs/s; "
+        f"kept {rep['kept_documents']} + removed {rep['removed_documents']} = {rep['input_documents']}"
+    )
 
 
 if __name__ == "__main__":

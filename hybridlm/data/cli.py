@@ -47,11 +47,17 @@ def _print_rejects(count: int, examples: list[dict], where: str | None) -> None:
 @app.command()
 def count(
     inputs: list[Path] = INPUTS,
-    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json or a directory saved by save_pretrained."),
+    tokenizer: Path = typer.Option(
+        ..., "--tokenizer", "-t", help="tokenizer.json or a directory saved by save_pretrained."
+    ),
     text_key: str = TEXT_KEY,
-    output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Write report.json, rejects and --save output here."),
-    save: bool = typer.Option(False, "--save", help="Also write the token ids (Parquet, column input_ids) under OUTPUT/tokenized/."),
-    batch_size: int = typer.Option(1024, help="Documents per tokenizer batch."),
+    output_dir: Path | None = typer.Option(
+        None, "-o", "--output-dir", help="Write report.json, rejects and --save output here."
+    ),
+    save: bool = typer.Option(
+        False, "--save", help="Also write the token ids (Parquet, column input_ids) under OUTPUT/tokenized/."
+    ),
+    batch_size: int = typer.Option(1024, help="Documents per tokenizer batch (bounds memory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Tokenize a dataset and print documents, tokens and bytes per file and in total."""
@@ -66,9 +72,16 @@ def count(
     t = Table(title="Token count")
     for col in ("file", "documents", "tokens", "bytes", "tokens/doc"):
         t.add_column(col, justify="left" if col == "file" else "right")
-    for r in rep["files"] + [{"file": "[b]total[/]", **{k: rep[k] for k in ("documents", "tokens", "bytes")}}]:
-        t.add_row(r["file"], f"{r['documents']:,}", f"{r['tokens']:,}", f"{r['bytes']:,}",
-                  f"{r['tokens'] / max(1, r['documents']):.1f}")  # fmt: skip
+    for r in rep["files"] + [
+        {"file": "[b]total[/]", **{k: rep[k] for k in ("documents", "tokens", "bytes")}}
+    ]:
+        t.add_row(
+            r["file"],
+            f"{r['documents']:,}",
+            f"{r['tokens']:,}",
+            f"{r['bytes']:,}",
+            f"{r['tokens'] / max(1, r['documents']):.1f}",
+        )
     out_console.print(t)
     rj = rep["rejects"]
     _print_rejects(rj["rejected"], rj["examples"], str(output_dir / "rejects.jsonl") if output_dir else None)
@@ -77,7 +90,9 @@ def count(
 @app.command("train-tokenizer")
 def train_tokenizer_cmd(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."),
+    output_dir: Path = typer.Option(
+        ..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."
+    ),
     text_key: str = TEXT_KEY,
     vocab_size: int = typer.Option(8192, help="Vocabulary size including the 256 bytes and special tokens."),
     min_frequency: int = typer.Option(2, help="Minimum pair frequency for a merge."),
@@ -87,9 +102,13 @@ def train_tokenizer_cmd(
 
     with console.status("training tokenizer"):
         rep = train_tokenizer(inputs, output_dir, vocab_size, text_key, min_frequency)
-    out_console.print(f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}")
+    out_console.print(
+        f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}"
+    )
     if rep["rejected_records"]:
-        console.print(f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]")
+        console.print(
+            f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]"
+        )
 
 
 @app.command()
@@ -130,11 +149,15 @@ def _word_list(spec: str):
     if not path.is_file():
         raise DataError(f"word list not found: {path}")
     text = path.read_text(encoding="utf-8")
-    words = json.loads(text)["words"] if path.suffix == ".json" else [w for w in text.splitlines() if w.strip()]
+    words = (
+        json.loads(text)["words"] if path.suffix == ".json" else [w for w in text.splitlines() if w.strip()]
+    )
     max_count = int(parts[1]) if len(parts) > 1 and parts[1] else None
     max_fraction = float(parts[2]) if len(parts) > 2 and parts[2] else None
     if max_count is None and max_fraction is None:
-        raise DataError(f"word list {spec!r}: give FILE:MAX_COUNT, FILE::MAX_FRACTION or FILE:MAX_COUNT:MAX_FRACTION")
+        raise DataError(
+            f"word list {spec!r}: give FILE:MAX_COUNT, FILE::MAX_FRACTION or FILE:MAX_COUNT:MAX_FRACTION"
+        )
     return WordList(path.stem, words, max_count, max_fraction)
 
 
@@ -149,25 +172,43 @@ def filter_cmd(
     max_mean_word_length: float | None = typer.Option(None, help="[12]"),
     max_fraction_non_alphanumeric: float | None = typer.Option(None, "--max-non-alnum", help="[0.3]"),
     max_fraction_numerical: float | None = typer.Option(None, "--max-numeric", help="[0.2]"),
-    max_repeated_substrings: int | None = typer.Option(None, "--max-repeats", help="Max runs of repeated word characters [50]."),
+    max_repeated_substrings: int | None = typer.Option(
+        None, "--max-repeats", help="Max runs of repeated word characters [50]."
+    ),
     repeat_run_length: int | None = typer.Option(None, help="Run length that counts as a repeat [7]."),
-    pattern_count: list[str] = typer.Option([], "--pattern-count", help="PATTERN=MAX_COUNT (replaces the defaults)."),
-    pattern_fraction: list[str] = typer.Option([], "--pattern-fraction", help="PATTERN=MAX_FRACTION (replaces the defaults)."),
-    word_list: list[str] = typer.Option([], "--word-list", help="FILE[:MAX_COUNT[:MAX_FRACTION]] (.json {'words': [...]} or one per line)."),
-    write_removed: bool = typer.Option(True, "--write-removed/--no-write-removed", help="Write removed documents to OUTPUT/removed/."),
-    collapse_runs: bool = typer.Option(False, "--collapse-runs", help="Write kept texts with repeated runs collapsed (as Zyda did)."),
+    pattern_count: list[str] = typer.Option(
+        [], "--pattern-count", help="PATTERN=MAX_COUNT (replaces the defaults)."
+    ),
+    pattern_fraction: list[str] = typer.Option(
+        [], "--pattern-fraction", help="PATTERN=MAX_FRACTION (replaces the defaults)."
+    ),
+    word_list: list[str] = typer.Option(
+        [], "--word-list", help="FILE[:MAX_COUNT[:MAX_FRACTION]] (.json {'words': [...]} or one per line)."
+    ),
+    write_removed: bool = typer.Option(
+        True, "--write-removed/--no-write-removed", help="Write removed documents to OUTPUT/removed/."
+    ),
+    collapse_runs: bool = typer.Option(
+        False, "--collapse-runs", help="Write kept texts with repeated runs collapsed (as Zyda did)."
+    ),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
-    engine: str = typer.Option("local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."
+    ),
 ) -> None:
     """Apply the Zyda-1 heuristic filters; writes OUTPUT/kept/, OUTPUT/removed/ and OUTPUT/report.json."""
     from hybridlm.data.filters import FilterConfig, run_filter
 
     d = json.loads(config.read_text()) if config else {}
-    scalars = {"min_length": min_length, "min_mean_word_length": min_mean_word_length,
-               "max_mean_word_length": max_mean_word_length,
-               "max_fraction_non_alphanumeric": max_fraction_non_alphanumeric,
-               "max_fraction_numerical": max_fraction_numerical, "max_repeated_substrings": max_repeated_substrings,
-               "repeat_run_length": repeat_run_length}  # fmt: skip
+    scalars = {
+        "min_length": min_length,
+        "min_mean_word_length": min_mean_word_length,
+        "max_mean_word_length": max_mean_word_length,
+        "max_fraction_non_alphanumeric": max_fraction_non_alphanumeric,
+        "max_fraction_numerical": max_fraction_numerical,
+        "max_repeated_substrings": max_repeated_substrings,
+        "repeat_run_length": repeat_run_length,
+    }
     d.update({k: v for k, v in scalars.items() if v is not None})
     if pattern_count:
         d["pattern_max_counts"] = _kv(pattern_count, int, "--pattern-count")
@@ -180,7 +221,9 @@ def filter_cmd(
 
         rep = run_filter_datatrove(inputs, output_dir, text_key, cfg, workers=workers)
     elif engine == "local":
-        rep = run_filter(inputs, output_dir, text_key, cfg, workers, write_removed, collapse_runs, quiet=False)
+        rep = run_filter(
+            inputs, output_dir, text_key, cfg, workers, write_removed, collapse_runs, quiet=False
+        )
     else:
         raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r}")
     t = Table(title=f"Filter: kept {rep['kept_documents']:,} / {rep['input_documents']:,}")
@@ -198,19 +241,29 @@ def dedup(
     inputs: list[Path] = INPUTS,
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     text_key: str = TEXT_KEY,
-    threshold: float = typer.Option(0.8, "--threshold", help="Jaccard similarity that makes two documents duplicates."),
-    verify: bool = typer.Option(False, "--verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."),
+    threshold: float = typer.Option(
+        0.8, "--threshold", help="Jaccard similarity that makes two documents duplicates."
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."
+    ),
     ngram: int = typer.Option(13, "--ngram", help="Shingle size (words or characters)."),
     shingle: str = typer.Option("word", "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams."),
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
     bands: int | None = typer.Option(None, "--bands", help="LSH bands [chosen from --threshold]."),
     rows: int | None = typer.Option(None, "--rows", help="Rows per band [chosen from --threshold]."),
-    rank: list[str] = typer.Option([], "--rank", help="Source names, best first (repeat or comma-separate) [input order]."),
-    cross_only: bool = typer.Option(False, "--cross-only", help="Only remove duplicates across datasets (Zyda-2)."),
+    rank: list[str] = typer.Option(
+        [], "--rank", help="Source names, best first (repeat or comma-separate) [input order]."
+    ),
+    cross_only: bool = typer.Option(
+        False, "--cross-only", help="Only remove duplicates across datasets (Zyda-2)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
     top_clusters: int = typer.Option(10, help="Largest clusters listed with examples in the report."),
-    engine: str = typer.Option("local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."
+    ),
 ) -> None:
     """MinHash-LSH near-deduplication within and across datasets; writes kept/, removed/, report.json, a plot."""
     from hybridlm.data.dedup import DedupConfig, run_dedup
@@ -234,7 +287,12 @@ def dedup(
         t.add_column(col, justify="left" if col == "source" else "right")
     for s, v in rep["per_source"].items():
         t.add_row(s, f"{v['input']:,}", f"{v['kept']:,}", f"{v['removed']:,}")
-    t.add_row("[b]total[/]", f"{rep['input_documents']:,}", f"{rep['kept_documents']:,}", f"{rep['removed_documents']:,}")
+    t.add_row(
+        "[b]total[/]",
+        f"{rep['input_documents']:,}",
+        f"{rep['kept_documents']:,}",
+        f"{rep['removed_documents']:,}",
+    )
     out_console.print(t)
     out_console.print(f"{rep['clusters']:,} duplicate clusters; report: {output_dir / 'report.json'}")
     _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))

@@ -35,13 +35,15 @@ def candidate_pairs(
         two = starts[sizes == 2]
         if len(two):
             out.append(np.stack([docs[two], docs[two + 1]], axis=1))
-        for s, e in zip(starts[sizes > 2].tolist(), ends[sizes > 2].tolist()):
+        for s, e in zip(starts[sizes > 2].tolist(), ends[sizes > 2].tolist(), strict=False):
             members = docs[s:e]
             if e - s <= max_all_pairs:
                 out.append(np.array(list(itertools.combinations(members.tolist(), 2)), dtype=np.int64))
             else:
-                pairs = [np.stack([np.full(len(members) - 1, members[0]), members[1:]], axis=1),
-                         np.stack([members[:-1], members[1:]], axis=1)]  # fmt: skip
+                pairs = [
+                    np.stack([np.full(len(members) - 1, members[0]), members[1:]], axis=1),
+                    np.stack([members[:-1], members[1:]], axis=1),
+                ]
                 if source is not None:
                     _, first = np.unique(source[members], return_index=True)
                     for h in members[first]:
@@ -115,7 +117,9 @@ def apply_keep_rule(
     return keep, kept_for
 
 
-def size_histograms(labels: np.ndarray, source: np.ndarray, names: Sequence[str]) -> dict[str, dict[int, int]]:
+def size_histograms(
+    labels: np.ndarray, source: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[int, int]]:
     """Per dataset: {cluster size: number of clusters of that size containing a document of the dataset}
     (clusters of size >= 2 only)."""
     _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -126,7 +130,7 @@ def size_histograms(labels: np.ndarray, source: np.ndarray, names: Sequence[str]
         clusters = np.unique(labels[m])
         sizes = counts[np.searchsorted(np.unique(labels), clusters)]
         vals, cnt = np.unique(sizes, return_counts=True)
-        hist[name] = {int(v): int(c) for v, c in zip(vals, cnt)}
+        hist[name] = {int(v): int(c) for v, c in zip(vals, cnt, strict=False)}
     return hist
 
 

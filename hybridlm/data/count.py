@@ -1,9 +1,10 @@
 """Token counting (`hybridlm data count`): documents, tokens and UTF-8 bytes per file and in total.
 
-Reading and tokenising overlap: a reader thread parses records into batches (a bounded queue, so memory stays
-bounded whatever the dataset size) while the main thread hands each batch to the tokenizer's own batch encoder,
-which runs on all cores (Rust threads, GIL released). With `save_dir`, token ids are also written per input file as
-Parquet (`input_ids` column), loadable with `datasets.load_dataset("parquet", ...)`.
+Reading and tokenising overlap: a reader thread parses records into batches (a bounded queue, so memory
+stays bounded whatever the dataset size) while batches go to the tokenizer's own batch encoder, which runs
+on all cores (Rust threads, GIL released), two batches in flight so no core idles at a batch's tail.
+With `save`, token ids are also written per input file as Parquet (`input_ids` column), loadable with
+`datasets.load_dataset("parquet", ...)`.
 """
 
 from __future__ import annotations
@@ -62,10 +63,24 @@ def batched_texts(
         raise err[0]
 
 
-def encode_ids(tok, texts: list[str]) -> list[list[int]]:
-    enc = tok.encode_batch_fast(texts, add_special_tokens=False) if hasattr(tok, "encode_batch_fast") else \
-        tok.encode_batch(texts, add_special_tokens=False)  # fmt: skip
-    return [e.ids for e in enc]
+def encode_stream(tok, batches, in_flight: int = 2):
+    """Yield `(batch, encodings)` in order, keeping `in_flight` batches in the tokenizer at once: the tokenizer
+    releases the GIL, so while one batch finishes on some cores the next already starts on the others (a single
+    synchronous call leaves cores idle at each batch's tail)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    encode = tok.encode_batch_fast if hasattr(tok, "encode_batch_fast") else tok.encode_batch
+    with ThreadPoolExecutor(in_flight) as ex:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append((batch, ex.submit(encode, batch, add_special_tokens=False)))
+            if len(pending) >= in_flight:
+                b, fut = pending.popleft()
+                yield b, fut.result()
+        while pending:
+            b, fut = pending.popleft()
+            yield b, fut.result()
 
 
 def count_tokens(
@@ -92,13 +107,16 @@ def count_tokens(
     try:
         for f in files:
             docs = tokens = nbytes = 0
-            writer = _ParquetIds(out / "tokenized" / f"{f.source}" / f"{Path(f.out_relpath).stem}.parquet") if save else None
-            for batch in batched_texts(f, text_key, rejects, batch_size):
+            writer = (
+                _ParquetIds(out / "tokenized" / f"{f.source}" / f"{Path(f.out_relpath).stem}.parquet")
+                if save
+                else None
+            )
+            for batch, enc in encode_stream(tok, batched_texts(f, text_key, rejects, batch_size)):
                 if writer is None:
-                    enc = tok.encode_batch_fast(batch, add_special_tokens=False)
                     tokens += sum(len(e) for e in enc)
                 else:
-                    ids = encode_ids(tok, batch)
+                    ids = [e.ids for e in enc]
                     tokens += sum(map(len, ids))
                     writer.write(ids)
                 docs += len(batch)
@@ -140,7 +158,9 @@ class _ParquetIds:
         self.w = pq.ParquetWriter(self.tmp, self.schema)
 
     def write(self, ids: list[list[int]]) -> None:
-        self.w.write_table(self.pa.table({"input_ids": self.pa.array(ids, type=self.pa.list_(self.pa.int32()))}))
+        self.w.write_table(
+            self.pa.table({"input_ids": self.pa.array(ids, type=self.pa.list_(self.pa.int32()))})
+        )
 
     def close(self) -> None:
         self.w.close()

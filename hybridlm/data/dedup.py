@@ -74,8 +74,13 @@ class DedupConfig:
         return choose_bands_rows(self.threshold, self.num_perm, *weights)
 
     def signature_params(self) -> dict:
-        return {"num_perm": self.num_perm, "ngram": self.ngram, "shingle": self.shingle, "seed": self.seed,
-                "verify": self.verify}  # fmt: skip
+        return {
+            "num_perm": self.num_perm,
+            "ngram": self.ngram,
+            "shingle": self.shingle,
+            "seed": self.seed,
+            "verify": self.verify,
+        }
 
 
 @dataclass
@@ -111,7 +116,9 @@ def find_clusters(
     if config.verify:
         if hashes is None:
             raise ValueError("verify needs the shingle hashes")
-        ok = np.array([jaccard_sorted(hashes[i], hashes[j]) >= config.threshold for i, j in pairs.tolist()], bool)
+        ok = np.array(
+            [jaccard_sorted(hashes[i], hashes[j]) >= config.threshold for i, j in pairs.tolist()], bool
+        )
         edges = pairs[ok] if len(pairs) else pairs
     else:
         edges = pairs
@@ -186,15 +193,20 @@ def _write_shard(payload: dict) -> dict:
     out = Path(payload["output_dir"])
     d = np.load(payload["decisions"])
     lo, hi = payload["range"]
-    keep, labels, kept_for = d["keep"][lo:hi], d["labels"][lo:hi], d["kept_for"][lo:hi]
+    keep, labels = d["keep"][lo:hi], d["labels"][lo:hi]
     examples_wanted = payload["examples"]
     examples = {}
     text_key = payload["text_key"]
     n = 0
-    with JsonlWriter(out / "kept" / f.out_relpath) as kept_w, JsonlWriter(out / "removed" / f.out_relpath) as rem_w:
+    with (
+        JsonlWriter(out / "kept" / f.out_relpath) as kept_w,
+        JsonlWriter(out / "removed" / f.out_relpath) as rem_w,
+    ):
         for k, (_line, rec) in enumerate(iter_records(f, text_key, RejectLog())):
             if k >= hi - lo:
-                raise DataError(f"{f.path} changed since its signatures were computed; rerun with a fresh output")
+                raise DataError(
+                    f"{f.path} changed since its signatures were computed; rerun with a fresh output"
+                )
             g = lo + k
             if str(g) in examples_wanted:
                 examples[str(g)] = rec[text_key][:400]
@@ -207,8 +219,13 @@ def _write_shard(payload: dict) -> dict:
             n += 1
     if n != hi - lo:
         raise DataError(f"{f.path} changed since its signatures were computed; rerun with a fresh output")
-    return {"file": str(f.path), "input": n, "kept": int(keep.sum()), "removed": int((~keep).sum()),
-            "examples": examples}  # fmt: skip
+    return {
+        "file": str(f.path),
+        "input": n,
+        "kept": int(keep.sum()),
+        "removed": int((~keep).sum()),
+        "examples": examples,
+    }
 
 
 # --- the stage ----------------------------------------------------------------------------------------------------
@@ -249,8 +266,13 @@ def run_dedup(
     params_path.write_text(json.dumps(params))
 
     # 1. signatures
-    shards = [(f.key, {"file": f, "work": str(work), "output_dir": str(out), "text_key": text_key, "config": config})
-              for f in files]  # fmt: skip
+    shards = [
+        (
+            f.key,
+            {"file": f, "work": str(work), "output_dir": str(out), "text_key": text_key, "config": config},
+        )
+        for f in files
+    ]
     sig_res = run_shards(_signature_shard, shards, work / "state_sig", workers, "minhash", quiet)
 
     # 2. clusters
@@ -263,7 +285,9 @@ def run_dedup(
         src.append(np.full(len(d["lines"]), ranks[f.source], np.int64))
         file_of.append(np.full(len(d["lines"]), fi, np.int64))
         if config.verify:
-            hashes.extend(np.split(d["hashes"], np.cumsum(d["hash_lens"])[:-1]) if len(d["hash_lens"]) else [])
+            hashes.extend(
+                np.split(d["hashes"], np.cumsum(d["hash_lens"])[:-1]) if len(d["hash_lens"]) else []
+            )
     sig = np.concatenate(sigs)
     n_sh, source_rank = np.concatenate(nsh), np.concatenate(src)
     line_no, file_idx = np.concatenate(lines), np.concatenate(file_of)
@@ -288,9 +312,15 @@ def run_dedup(
         lo, hi = int(bounds[fi]), int(bounds[fi + 1])
         removed_here = np.flatnonzero(~res.keep[lo:hi])
         kept_ids = {int(k): doc_id(int(res.kept_for[lo + k])) for k in removed_here}
-        payload = {"file": f, "output_dir": str(out), "decisions": str(work / "decisions.npz"), "range": (lo, hi),
-                   "kept_ids": kept_ids, "text_key": text_key,
-                   "examples": {str(g): True for g in want_set if lo <= g < hi}}  # fmt: skip
+        payload = {
+            "file": f,
+            "output_dir": str(out),
+            "decisions": str(work / "decisions.npz"),
+            "range": (lo, hi),
+            "kept_ids": kept_ids,
+            "text_key": text_key,
+            "examples": {str(g): True for g in want_set if lo <= g < hi},
+        }
         shards.append((f.key, payload))
     shutil.rmtree(work / "state_write", ignore_errors=True)  # decisions may have changed: always rewrite
     wr = run_shards(_write_shard, shards, work / "state_write", workers, "write", quiet)
@@ -298,13 +328,17 @@ def run_dedup(
 
     # report
     names = sorted(ranks, key=ranks.get)
-    sizes = dict(zip(uniq.tolist(), counts.tolist()))
+    sizes = dict(zip(uniq.tolist(), counts.tolist(), strict=False))
     hist = size_histograms(res.labels, source_rank, names)
     png = plot_histograms(hist, out / "cluster_sizes.png")
     per_source = {}
     for s in names:
         m = source_rank == ranks[s]
-        per_source[s] = {"input": int(m.sum()), "kept": int((m & res.keep).sum()), "removed": int((m & ~res.keep).sum())}
+        per_source[s] = {
+            "input": int(m.sum()),
+            "kept": int((m & res.keep).sum()),
+            "removed": int((m & ~res.keep).sum()),
+        }
     rejects = [r["rejects"] for r in sig_res.values()]
     report = {
         "input_documents": int(len(sig)),
@@ -321,12 +355,21 @@ def run_dedup(
         "cluster_size_histogram": {k: {str(s): c for s, c in v.items()} for k, v in hist.items()},
         "cluster_size_plot": png.name if png else None,
         "largest_clusters": [
-            {"cluster_id": c, "size": sizes[c], "kept_id": doc_id(int(res.kept_for[c])),
-             "sources": {s: int(((res.labels == c) & (source_rank == ranks[s])).sum()) for s in names
-                         if ((res.labels == c) & (source_rank == ranks[s])).any()},
-             "examples": [{"id": doc_id(g), "kept": bool(res.keep[g]), "text": texts.get(g, "")} for g in wanted[c]]}
+            {
+                "cluster_id": c,
+                "size": sizes[c],
+                "kept_id": doc_id(int(res.kept_for[c])),
+                "sources": {
+                    s: int(((res.labels == c) & (source_rank == ranks[s])).sum())
+                    for s in names
+                    if ((res.labels == c) & (source_rank == ranks[s])).any()
+                },
+                "examples": [
+                    {"id": doc_id(g), "kept": bool(res.keep[g]), "text": texts.get(g, "")} for g in wanted[c]
+                ],
+            }
             for c in big
-        ],  # fmt: skip
+        ],
         "params": {**asdict(config), "bands": res.bands, "rows": res.rows, "rank": names},
     }
     assert report["kept_documents"] + report["removed_documents"] == report["input_documents"]

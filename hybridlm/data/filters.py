@@ -34,8 +34,21 @@ from hybridlm.data.engine import run_shards
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, check_text_field, expand_inputs, iter_records
 
-DEFAULT_COLLAPSE = {"-": 10, " ": 40, "_": 10, "/": 10, "\\": 10, "\n": 10, "\t": 20, "\r": 10, ".": 10,
-                    ",": 10, ":": 10, "?": 10, "\xa0": 10}  # fmt: skip
+DEFAULT_COLLAPSE = {
+    "-": 10,
+    " ": 40,
+    "_": 10,
+    "/": 10,
+    "\\": 10,
+    "\n": 10,
+    "\t": 20,
+    "\r": 10,
+    ".": 10,
+    ",": 10,
+    ":": 10,
+    "?": 10,
+    "\xa0": 10,
+}
 _WORD_SEP = re.compile(r"[\s\-/\\.]")
 _NON_ALNUM = re.compile(r"[^\w\s]")
 _DIGIT = re.compile(r"\d")
@@ -78,8 +91,13 @@ class FilterConfig:
         return cls(**d)
 
     def filter_names(self) -> list[str]:
-        names = ["min_length", "mean_word_length", "fraction_non_alphanumeric", "fraction_numerical",
-                 "repeated_characters"]  # fmt: skip
+        names = [
+            "min_length",
+            "mean_word_length",
+            "fraction_non_alphanumeric",
+            "fraction_numerical",
+            "repeated_characters",
+        ]
         names += [f"count:{p}" for p in self.pattern_max_counts]
         names += [f"fraction:{p}" for p in self.pattern_max_fractions]
         for wl in self.word_lists:
@@ -94,9 +112,9 @@ class ZydaFilters:
     def __init__(self, config: FilterConfig | None = None):
         self.config = config or FilterConfig()
         self._collapse = [
-            (re.compile(re.escape(c) + "{%d,}" % n), c) for c, n in self.config.collapse_runs.items() if n > 0
+            (re.compile(re.escape(c) + f"{{{n},}}"), c) for c, n in self.config.collapse_runs.items() if n > 0
         ]
-        self._repeat = re.compile(r"(\w)\1{%d,}" % (self.config.repeat_run_length - 1))
+        self._repeat = re.compile(r"(\w)\1{" + str(self.config.repeat_run_length - 1) + ",}")
 
     def collapse(self, text: str) -> str:
         for rx, c in self._collapse:
@@ -168,7 +186,7 @@ def _filter_shard(payload: dict) -> dict:
     kept = JsonlWriter(out / "kept" / f.out_relpath)
     removed = JsonlWriter(out / "removed" / f.out_relpath) if payload["write_removed"] else None
     try:
-        for line, rec in iter_records(f, text_key, rejects):
+        for _line, rec in iter_records(f, text_key, rejects):
             n_in += 1
             reason = filters.check(rec[text_key])
             if reason is None:
@@ -185,8 +203,15 @@ def _filter_shard(payload: dict) -> dict:
     kept.close()
     if removed is not None:
         removed.close()
-    return {"file": str(f.path), "source": f.source, "input": n_in, "kept": kept.count,
-            "removed": n_in - kept.count, "by_filter": by_filter, "rejects": rejects.summary()}  # fmt: skip
+    return {
+        "file": str(f.path),
+        "source": f.source,
+        "input": n_in,
+        "kept": kept.count,
+        "removed": n_in - kept.count,
+        "by_filter": by_filter,
+        "rejects": rejects.summary(),
+    }
 
 
 def run_filter(
@@ -208,8 +233,17 @@ def run_filter(
     files = expand_inputs(inputs)
     check_text_field(files, text_key)
     shards = [
-        (f.key, {"file": f, "output_dir": str(out), "text_key": text_key, "config": config,
-                 "write_removed": write_removed, "collapse_runs": collapse_runs})  # fmt: skip
+        (
+            f.key,
+            {
+                "file": f,
+                "output_dir": str(out),
+                "text_key": text_key,
+                "config": config,
+                "write_removed": write_removed,
+                "collapse_runs": collapse_runs,
+            },
+        )
         for f in files
     ]
     results = run_shards(_filter_shard, shards, out / ".state" / "filter", workers, "filter", quiet)

@@ -118,7 +118,11 @@ class RejectLog:
             self._fh = None
 
     def summary(self) -> dict:
-        return {"rejected": self.count, "by_reason": dict(sorted(self.by_reason.items())), "examples": self.examples}
+        return {
+            "rejected": self.count,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "examples": self.examples,
+        }
 
 
 def _open_binary(path: Path):
@@ -151,7 +155,9 @@ def iter_records(
                 rejects.add(f.path, line, f"missing text field '{text_key}'", json.dumps(rec, default=str))
                 continue
             if not isinstance(text, str):
-                rejects.add(f.path, line, f"text field '{text_key}' is not a string", json.dumps(rec, default=str))
+                rejects.add(
+                    f.path, line, f"text field '{text_key}' is not a string", json.dumps(rec, default=str)
+                )
                 continue
         n += 1
         yield line, rec
@@ -193,10 +199,11 @@ def _iter_hf(path: Path) -> Iterator[tuple[int, dict]]:
     builder = {".json": "json", ".parquet": "parquet", ".arrow": "arrow"}[path.suffix]
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True)
-        for i, rec in enumerate(ds, 1):
-            yield i, rec
+        yield from enumerate(ds, 1)
     except Exception as e:  # a corrupt file: one clear error naming it
-        raise DataError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise DataError(
+            f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
 
 
 def check_text_field(files: list[InputFile], text_key: str, probe: int = 200) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridlm.data.count import batched_texts, encode_ids
+from hybridlm.data.count import batched_texts, encode_stream
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import RejectLog, check_text_field, expand_inputs
 from hybridlm.data.shards import write_idx
@@ -65,8 +65,8 @@ def pack(
         lengths: list[int] = []
         try:
             with open(bin_tmp, "wb") as fh:
-                for batch in batched_texts(f, text_key, rejects, batch_size):
-                    ids = encode_ids(tok, batch)
+                for batch, enc in encode_stream(tok, batched_texts(f, text_key, rejects, batch_size)):
+                    ids = [e.ids for e in enc]
                     if eos is not None:
                         for x in ids:
                             x.append(eos)
@@ -82,8 +82,12 @@ def pack(
         write_idx(out / f"{name}.idx.tmp", offsets, dtype.itemsize)
         os.replace(bin_tmp, out / f"{name}.bin")
         os.replace(out / f"{name}.idx.tmp", out / f"{name}.idx")
-        shard = {"name": name, "source": f"{f.source}/{f.relpath}", "documents": len(lengths),
-                 "tokens": int(offsets[-1])}  # fmt: skip
+        shard = {
+            "name": name,
+            "source": f"{f.source}/{f.relpath}",
+            "documents": len(lengths),
+            "tokens": int(offsets[-1]),
+        }
         marker.write_text(json.dumps({**expect, "shard": shard}))
         shards.append(shard)
     index = {

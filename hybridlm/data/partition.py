@@ -47,7 +47,7 @@ def partition(
         w.close()
     report = {
         "input_records": k,
-        "partitions": [{"file": n, "records": w.count} for n, w in zip(names, writers)],
+        "partitions": [{"file": n, "records": w.count} for n, w in zip(names, writers, strict=False)],
         "rejected_records": rejects.count,
         "rejected_by_reason": rejects.by_reason,
         "reject_examples": rejects.examples,

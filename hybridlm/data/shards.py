@@ -81,7 +81,9 @@ class TokenShardDataset:
             shard_token_starts.append(base)
             base += n_tok
         self.total_tokens = base
-        self.doc_offsets = np.concatenate(offs + [np.array([base], np.int64)]) if offs else np.array([0], np.int64)
+        self.doc_offsets = (
+            np.concatenate(offs + [np.array([base], np.int64)]) if offs else np.array([0], np.int64)
+        )
         self._shard_starts = np.array(shard_token_starts + [base], dtype=np.int64)
 
     @property

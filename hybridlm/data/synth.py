@@ -23,10 +23,47 @@ import numpy as np
 
 from hybridlm.data.minhash import shingle_set
 
-_ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr", "ch"]
+_ONSETS = [
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "st",
+    "tr",
+    "ch",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea"]
 _CODAS = ["", "", "n", "r", "s", "l", "th", "nd"]
-_FUNCTION = ["the", "of", "and", "to", "in", "is", "that", "for", "with", "as", "on", "was", "by", "it", "from"]
+_FUNCTION = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "with",
+    "as",
+    "on",
+    "was",
+    "by",
+    "it",
+    "from",
+]
 
 
 def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
@@ -35,7 +72,9 @@ def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     while len(words) < size:
         n = int(rng.integers(1, 4))
         w = "".join(
-            _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] + _CODAS[rng.integers(len(_CODAS))]
+            _ONSETS[rng.integers(len(_ONSETS))]
+            + _VOWELS[rng.integers(len(_VOWELS))]
+            + _CODAS[rng.integers(len(_CODAS))]
             for _ in range(n)
         )
         if len(w) >= 3 and w not in seen:
@@ -64,7 +103,9 @@ class _TextMaker:
             k = int(self.rng.integers(6, 21))
             sent = words[i : i + k]
             i += k
-            out.append(sent[0].capitalize() + " " + " ".join(sent[1:]) + "." if len(sent) > 1 else sent[0] + ".")
+            out.append(
+                sent[0].capitalize() + " " + " ".join(sent[1:]) + "." if len(sent) > 1 else sent[0] + "."
+            )
         return " ".join(out)
 
 
@@ -100,7 +141,9 @@ def _junk(rng: np.random.Generator, maker: _TextMaker, kind: str) -> str:
     if kind == "count:<?xml version=":
         return '<?xml version="1.0"?> ' + base + ' <?xml version="1.0"?>'
     if kind == "fraction:https://":
-        return " ".join(f"{w} https://{w}.example.com/{i}" if i % 8 == 0 else w for i, w in enumerate(base.split()))
+        return " ".join(
+            f"{w} https://{w}.example.com/{i}" if i % 8 == 0 else w for i, w in enumerate(base.split())
+        )
     raise ValueError(kind)
 
 
@@ -133,7 +176,20 @@ _QA_T = [
     ("What is the main export of {c}?", "{e}"),
     ("Who is the mayor of {c}?", "{m}"),
 ]
-_EXPORTS = ["copper", "wool", "timber", "salt", "glass", "silk", "tin", "grain", "amber", "paper", "cheese", "iron"]
+_EXPORTS = [
+    "copper",
+    "wool",
+    "timber",
+    "salt",
+    "glass",
+    "silk",
+    "tin",
+    "grain",
+    "amber",
+    "paper",
+    "cheese",
+    "iron",
+]
 
 
 def _entities(rng: np.random.Generator, maker: _TextMaker, n: int) -> list[dict]:
@@ -215,7 +271,9 @@ def generate_corpus(
     ev = []
     for i in range(n_eval):
         if i % 2 == 0:
-            ev.append({"id": f"eval-{i:06d}", "text": maker.paragraph(int(rng.integers(60, 300))), "kind": "web"})
+            ev.append(
+                {"id": f"eval-{i:06d}", "text": maker.paragraph(int(rng.integers(60, 300))), "kind": "web"}
+            )
         else:
             e = ents[int(rng.integers(len(ents)))]
             q, a = _QA_T[int(rng.integers(len(_QA_T)))]

@@ -25,7 +25,9 @@ def load_tokenizer(path: str | Path):
         if (p / "tokenizer.json").is_file():
             return Tokenizer.from_file(str(p / "tokenizer.json"))
     except Exception as e:
-        raise TokenizerError(f"cannot read tokenizer {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise TokenizerError(
+            f"cannot read tokenizer {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
     if p.is_dir():
         try:
             from transformers import AutoTokenizer
@@ -37,14 +39,20 @@ def load_tokenizer(path: str | Path):
         except Exception as e:
             raise TokenizerError(f"cannot read tokenizer directory {p}: {str(e).splitlines()[0]}") from e
         raise TokenizerError(f"tokenizer directory {p} has no tokenizer.json and no fast tokenizer")
-    raise TokenizerError(f"tokenizer not found: {p} (pass a tokenizer.json or a directory saved by save_pretrained)")
+    raise TokenizerError(
+        f"tokenizer not found: {p} (pass a tokenizer.json or a directory saved by save_pretrained)"
+    )
 
 
 def eos_token_id(tok, path: str | Path | None = None) -> int | None:
     """The end-of-document id: the `eos_token` of a saved tokenizer_config.json, else a usual EOS spelling."""
     names = []
     if path is not None:
-        cfg = Path(path) / "tokenizer_config.json" if Path(path).is_dir() else Path(path).with_name("tokenizer_config.json")
+        cfg = (
+            Path(path) / "tokenizer_config.json"
+            if Path(path).is_dir()
+            else Path(path).with_name("tokenizer_config.json")
+        )
         if cfg.is_file():
             eos = json.loads(cfg.read_text()).get("eos_token")
             if isinstance(eos, dict):
@@ -79,7 +87,9 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(special_tokens):
-        raise DataError(f"--vocab-size must be at least {256 + len(special_tokens)} (all bytes + special tokens)")
+        raise DataError(
+            f"--vocab-size must be at least {256 + len(special_tokens)} (all bytes + special tokens)"
+        )
     files = expand_inputs(inputs)
     check_text_field(files, text_key)
     out = Path(output_dir)
@@ -110,8 +120,16 @@ def train_tokenizer(
         rejects.close()
     if n_docs == 0:
         raise DataError("no documents to train the tokenizer on")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=special_tokens[0], bos_token=special_tokens[0],
-                                   pad_token=special_tokens[1] if len(special_tokens) > 1 else None)  # fmt: skip
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=special_tokens[0],
+        bos_token=special_tokens[0],
+        pad_token=special_tokens[1] if len(special_tokens) > 1 else None,
+    )
     fast.save_pretrained(str(out))
-    return {"documents": n_docs, "vocab_size": tok.get_vocab_size(), "output_dir": str(out),
-            "rejected_records": rejects.count}  # fmt: skip
+    return {
+        "documents": n_docs,
+        "vocab_size": tok.get_vocab_size(),
+        "output_dir": str(out),
+        "rejected_records": rejects.count,
+    }

@@ -1,0 +1,177 @@
+"""MinHash correctness, LSH clustering quality on planted duplicates, keep rule, cross-dataset mode, resumability."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hybridlm.data.clusters import apply_keep_rule, connected_components
+from hybridlm.data.dedup import DedupConfig, dedup_texts, run_dedup
+from hybridlm.data.minhash import MinHasher, choose_bands_rows, exact_jaccard, shingle_set
+from hybridlm.data.synth import generate_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dedup_corpus")
+    generate_corpus(d, seed=7, n_web=600, n_hq=60, n_eval=0, junk_fraction=0.0)
+    recs = [json.loads(x) for x in open(d / "web.jsonl")]
+    pairs = [json.loads(x) for x in open(d / "web_pairs.jsonl")]
+    return d, recs, pairs
+
+
+def test_signature_is_min_of_universal_hashes():
+    h = MinHasher(num_perm=16, ngram=3)
+    texts = ["one two three four five six", "a b", "", "one two three four five seven"]
+    sig, n = h.signatures(texts)
+    assert n.tolist() == [4, 1, 0, 4]
+    for t, row in zip(texts[:2], sig, strict=False):
+        x = h.shingle_hashes(t)
+        ref = ((h._a[:, None] * x[None, :] + h._b[:, None]) >> np.uint64(32)).min(axis=1)
+        assert (ref.astype(np.uint32) == row).all()
+
+
+def test_ground_truth_jaccard_is_exact(corpus):
+    _, recs, pairs = corpus
+    by_id = {r["id"]: r["text"] for r in recs}
+    for p in pairs[:20]:
+        a, b = shingle_set(by_id[p["a"]]), shingle_set(by_id[p["b"]])
+        assert p["jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    # hashed shingle sets give the same Jaccard as the string sets
+    h = MinHasher()
+    p = pairs[0]
+    ha, hb = np.unique(h.shingle_hashes(by_id[p["a"]])), np.unique(h.shingle_hashes(by_id[p["b"]]))
+    assert len(np.intersect1d(ha, hb)) / len(np.union1d(ha, hb)) == pytest.approx(p["jaccard"])
+
+
+def test_signature_agreement_estimates_jaccard():
+    words = [f"w{i}" for i in range(400)]
+    a = " ".join(words)
+    b = " ".join(words[:300] + [f"x{i}" for i in range(100)])
+    h = MinHasher(num_perm=512, ngram=5)
+    sig, _ = h.signatures([a, b])
+    assert (sig[0] == sig[1]).mean() == pytest.approx(exact_jaccard(a, b, 5), abs=0.06)
+
+
+def test_bands_rows_choice():
+    b, r = choose_bands_rows(0.8, 128)
+    assert b * r <= 128 and 6 <= r <= 16
+    assert DedupConfig(bands=16).bands_rows() == (16, 8)
+    assert DedupConfig(bands=8, rows=4).bands_rows() == (8, 4)
+    with pytest.raises(ValueError):
+        DedupConfig(bands=20, rows=10)
+
+
+def test_verified_dedup_finds_planted_pairs(corpus):
+    _, recs, pairs = corpus
+    idx = {r["id"]: i for i, r in enumerate(recs)}
+    res = dedup_texts([r["text"] for r in recs], config=DedupConfig(verify=True))
+    lab = res.labels
+    pos = [(idx[p["a"]], idx[p["b"]]) for p in pairs if p["jaccard"] >= 0.8]
+    recall = np.mean([lab[a] == lab[b] for a, b in pos])
+    assert len(pos) > 50 and recall >= 0.95
+    # every accepted edge truly reaches the threshold (exact Jaccard on the strings)
+    for a, b in res.edges.tolist()[:200]:
+        assert exact_jaccard(recs[a]["text"], recs[b]["text"]) >= 0.8 - 1e-9
+    # no cluster mixes two planted groups or pulls in a clean document
+    groups = {}
+    for i, r in enumerate(recs):
+        if lab[i] != i or (lab == i).sum() > 1:
+            groups.setdefault(lab[i], set()).add(r.get("dup_group"))
+    assert all(len(g) == 1 and None not in g for g in groups.values())
+
+
+def test_short_documents_do_not_collapse_into_one_cluster():
+    texts = ["", "  ", "hello", "hello world", "a b c", "x", "hello"] + ["!!!"] * 3
+    res = dedup_texts(texts, config=DedupConfig(verify=False))
+    assert res.keep.tolist() == [True] * 6 + [False] + [True] * 3  # only the exact repeat of "hello" goes
+    assert res.kept_for[6] == 2
+
+
+def test_keep_rule_rank_then_input_order():
+    labels = np.array([0, 0, 0, 3, 3])
+    rank = np.array([1, 0, 0, 1, 1])
+    keep, kept_for = apply_keep_rule(labels, rank)
+    assert keep.tolist() == [False, True, False, True, False]
+    assert kept_for.tolist() == [1, 1, 1, 3, 3]
+    keep, kept_for = apply_keep_rule(labels, rank, cross_only=True)
+    assert keep.tolist() == [False, True, True, True, True]
+    assert connected_components(5, np.array([[3, 4], [1, 4]])).tolist() == [0, 1, 2, 1, 1]
+
+
+def _read(d):
+    out = {}
+    for p in sorted(d.rglob("*.jsonl")):
+        out[str(p.relative_to(d))] = p.read_text()
+    return out
+
+
+def test_run_dedup_two_sources_counts_rank_and_cross_only(corpus, tmp_path):
+    d, recs, pairs = corpus
+    # source "b" holds copies of 30 web documents; "a" is the web set
+    b = tmp_path / "b.jsonl"
+    b.write_text("".join(json.dumps({"text": r["text"], "copy_of": r["id"]}) + "\n" for r in recs[:30]))
+    rep = run_dedup(
+        [d / "web.jsonl", b], tmp_path / "o1", config=DedupConfig(verify=True), rank=["b"], workers=1
+    )
+    assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"] == len(recs) + 30
+    assert rep["per_source"]["b"]["removed"] == 0  # the best-ranked source keeps its copies
+    removed = [json.loads(x) for x in open(tmp_path / "o1" / "removed" / "web" / "web.jsonl")]
+    assert {r["id"] for r in recs[:30]} <= {r["id"] for r in removed}
+    r0 = next(r for r in removed if r["id"] == recs[0]["id"])
+    assert r0["dedup_kept_id"] == "b/b.jsonl:1" and isinstance(r0["dedup_cluster_id"], int)
+    assert rep["largest_clusters"][0]["examples"][0]["text"]
+    assert (tmp_path / "o1" / "cluster_sizes.png").stat().st_size > 1000
+    hist = rep["cluster_size_histogram"]
+    assert sum(int(s) * c for s, c in hist["b"].items()) >= 60
+    # cross-only: only web documents that duplicate something in b go (the 30 originals and their close
+    # planted variants); other within-web duplicates stay
+    rep2 = run_dedup(
+        [d / "web.jsonl", b],
+        tmp_path / "o2",
+        config=DedupConfig(verify=True, cross_only=True),
+        rank=["b"],
+        workers=1,
+    )
+    copied = {r["id"] for r in recs[:30]}
+    allowed = copied | {
+        p[k] for p in pairs for k in "ab" if p["jaccard"] >= 0.8 and ({p["a"], p["b"]} & copied)
+    }
+    gone = {json.loads(x)["id"] for x in open(tmp_path / "o2" / "removed" / "web" / "web.jsonl")}
+    assert copied <= gone <= allowed and rep2["per_source"]["b"]["removed"] == 0
+    assert rep2["removed_documents"] == len(gone) < rep["removed_documents"]
+    # output is identical with 2 worker processes (the multi-process path)
+    rep3 = run_dedup(
+        [d / "web.jsonl", b], tmp_path / "o3", config=DedupConfig(verify=True), rank=["b"], workers=2
+    )
+    assert _read(tmp_path / "o1" / "kept") == _read(tmp_path / "o3" / "kept")
+    assert _read(tmp_path / "o1" / "removed") == _read(tmp_path / "o3" / "removed")
+    assert rep3["removed_documents"] == rep["removed_documents"]
+
+
+def test_dedup_is_restartable_at_shard_level(corpus, tmp_path):
+    d, _, _ = corpus
+    cfg = DedupConfig()
+    run_dedup([d / "web.jsonl", d / "hq.jsonl"], tmp_path / "o", config=cfg, workers=1)
+    sig = tmp_path / "o" / ".work" / "sig" / "web__web.jsonl.npz"
+    marker = tmp_path / "o" / ".work" / "state_sig" / "web__web.jsonl.json"
+    first = (sig.stat().st_mtime_ns, marker.stat().st_mtime_ns)
+    # simulate a crash after the web shard: the hq shard's marker is gone, so only hq is recomputed
+    (tmp_path / "o" / ".work" / "state_sig" / "hq__hq.jsonl.json").unlink()
+    rep = run_dedup([d / "web.jsonl", d / "hq.jsonl"], tmp_path / "o", config=cfg, workers=1)
+    assert (sig.stat().st_mtime_ns, marker.stat().st_mtime_ns) == first
+    assert (tmp_path / "o" / ".work" / "state_sig" / "hq__hq.jsonl.json").exists()
+    assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"]
+    # other settings invalidate the stored signatures
+    run_dedup([d / "web.jsonl", d / "hq.jsonl"], tmp_path / "o", config=DedupConfig(ngram=5), workers=1)
+    assert sig.stat().st_mtime_ns != first[0]
+
+
+def test_char_shingles():
+    a = "the quick brown fox jumps over the lazy dog near the river bank today"
+    b = a.replace("lazy", "lazi")
+    res = dedup_texts(
+        [a, b, "something else entirely different words here"],
+        config=DedupConfig(shingle="char", ngram=5, threshold=0.7, verify=True),
+    )
+    assert res.keep.tolist() == [True, False, True]
