@@ -99,3 +99,4 @@ def test_example_config_is_complete_and_valid():
     for section in ("data", "optim", "schedule", "train", "distributed"):
         assert set(data[section]) == set(defaults[section]), section
     assert cfg.data.sources[0].path.startswith("synth://")
+    assert cfg == RunConfig()  # the example shows the defaults

@@ -88,8 +88,8 @@ class ScheduleConfig(_Sub):
 
     name: Literal["constant", "cosine", "linear", "wsd", "anneal"] = "cosine"
     lr: float = 3e-3
-    warmup_steps: int = 20
-    min_lr: float = 0.0
+    warmup_steps: int = 10
+    min_lr: float = 3e-4
     decay_shape: DecayShape = "cosine"  # for wsd and anneal
     decay_fraction: float = 0.2  # wsd: the last fraction of the steps decays
     peak_fraction: float = 0.75  # anneal: peak LR = lr * peak_fraction
@@ -108,15 +108,15 @@ class ScheduleConfig(_Sub):
 
 
 class TrainConfig(_Sub):
-    steps: int = 300  # optimizer steps
+    steps: int = 150  # optimizer steps
     batch_size: int = 16  # sequences per optimizer step, over all ranks and micro-steps
     grad_accum: int = 1  # micro-steps per optimizer step (per rank: batch_size / (grad_accum * world))
     seed: int = 0
     phase: int = 0  # 0 pretraining, 1 annealing: part of the data order's seed
     init_from: str | None = None  # start from these weights (a checkpoint directory), e.g. for annealing
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     keep_last: int = 2
-    eval_every: int = 100
+    eval_every: int = 50
     log_every: int = 10  # progress-bar refresh; metrics.jsonl gets every step
     max_bad_steps: int = 5  # abort after this many non-finite steps in a row
     grad_clip: float = 1.0  # 0: off

@@ -27,22 +27,22 @@ optim:                      # AdamW
 schedule:                   # LR as a function of the step: constant | cosine | linear | wsd | anneal
   name: cosine
   lr: 3.0e-3                # maximum LR (anneal: the phase-1 maximum; the peak is lr * peak_fraction)
-  warmup_steps: 20          # linear warmup
+  warmup_steps: 10          # linear warmup
   min_lr: 3.0e-4            # floor of the decay
   decay_shape: cosine       # wsd / anneal decay: linear | cosine | 1-sqrt | exponential
   decay_fraction: 0.2       # wsd: the last 20% of the steps decay
   peak_fraction: 0.75       # anneal only
 
 train:
-  steps: 300                # optimizer steps
+  steps: 150                # optimizer steps (~1 minute on one CPU core)
   batch_size: 16            # sequences per optimizer step (all ranks and micro-steps together)
   grad_accum: 1             # micro-steps per optimizer step (gradients weighted by token count)
   seed: 0                   # with phase, fixes the data order: resume needs only the step
   phase: 0                  # 0 pretraining, 1 annealing
   init_from: null           # start from the weights of a checkpoint or exported model
-  checkpoint_every: 100     # steps between checkpoints (OUTPUT/checkpoints/step_N, written atomically)
+  checkpoint_every: 50      # steps between checkpoints (OUTPUT/checkpoints/step_N, written atomically)
   keep_last: 2              # checkpoints kept
-  eval_every: 100           # steps between held-out evaluations
+  eval_every: 50            # steps between held-out evaluations
   log_every: 10
   max_bad_steps: 5          # non-finite loss/gradient: skip the step; abort after this many in a row
   grad_clip: 1.0            # max global gradient norm (0: off)
