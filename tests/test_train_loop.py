@@ -42,6 +42,20 @@ def test_grad_accumulation_is_equivalent(tmp_path):
     assert ref[6] < ref[1]  # it learns
 
 
+def test_activation_checkpointing_same_losses(tmp_path, monkeypatch):
+    import hybridlm.model as hm
+
+    calls = []
+    real = hm.checkpoint
+    monkeypatch.setattr(hm, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ref = losses(run_training(tiny_config(**{"train.steps": 2}), tmp_path / "plain")["output_dir"])
+    assert not calls
+    ckpt = losses(run_training(tiny_config(**{"train.steps": 2, "train.activation_checkpointing": True}),
+                               tmp_path / "ckpt")["output_dir"])
+    assert calls  # the layers really ran under torch.utils.checkpoint
+    assert ckpt.keys() == ref.keys() and all(ckpt[s] == pytest.approx(ref[s], abs=1e-6) for s in ref)
+
+
 def test_nonfinite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDLM_FAULT_NAN", "2")
     r = run_training(tiny_config(**{"train.steps": 2}), tmp_path / "skip")

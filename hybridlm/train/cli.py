@@ -57,9 +57,11 @@ def train(
         config = saved
     cfg = RunConfig.from_yaml(config, overrides)
     result = run_training(cfg, output, resume=resume)
+    if result.get("rank", 0) != 0:
+        return
     if as_json:
         typer.echo(json.dumps(result))
-    elif result.get("world", 1) == 1 or result.get("final_model"):
+    else:
         _summary(result)
 
 

@@ -36,6 +36,11 @@ class DistContext:
 
 
 def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContext:
+    if cfg.mode == "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from hybridlm.errors import ConfigError
+
+        raise ConfigError(f"distributed.mode: launched on {os.environ['WORLD_SIZE']} processes but the mode is "
+                          "none; choose ddp, zero1 or fsdp2")
     if cfg.mode == "none" or "WORLD_SIZE" not in os.environ:
         return DistContext()
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")

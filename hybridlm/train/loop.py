@@ -175,7 +175,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: D
               "final_loss": last_loss, "eval": last_eval, "tokens_per_s": meter.tokens_per_s, "mfu": meter.mfu,
               "flops_per_token": fpt, "params": sum(p.numel() for p in unwrap(wrapped).parameters()),
               "skipped_steps": skipped_total, "final_model": str(final_model) if final_model else None,
-              "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")), "world": ctx.world, "mode": ctx.mode}
+              "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")), "world": ctx.world, "rank": ctx.rank, "mode": ctx.mode}
     if ctx.is_main:
         records = read_metrics(out / "metrics.jsonl")
         if t.plots and records:
