@@ -40,10 +40,16 @@ def test_defaults(phase1):
 
 def test_everything_overridable(phase1):
     with pytest.warns(AnnealWarning):
-        run, _ = anneal_config(phase1, data=[{"path": "synth://hq", "weight": 1}, {"path": "synth://eval-web",
-                                                                                "weight": 3}],
-                           replay_fraction=0.5, lr_fraction=0.5, steps=2, warmup_steps=0, decay_shape="linear",
-                           overrides={"train.batch_size": 8, "schedule.min_lr": 0.0})
+        run, _ = anneal_config(
+            phase1,
+            data=[{"path": "synth://hq", "weight": 1}, {"path": "synth://eval-web", "weight": 3}],
+            replay_fraction=0.5,
+            lr_fraction=0.5,
+            steps=2,
+            warmup_steps=0,
+            decay_shape="linear",
+            overrides={"train.batch_size": 8, "schedule.min_lr": 0.0},
+        )
     assert [s.weight for s in run.data.sources] == [0.5, 0.125, 0.375]
     assert (run.schedule.peak_fraction, run.schedule.decay_shape, run.train.batch_size) == (0.5, "linear", 8)
 

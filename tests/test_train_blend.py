@@ -1,4 +1,4 @@
-"""Deterministic blending: realized fractions track the weights at every point; curricula; data order purity."""
+"""Deterministic blending: realized fractions track the weights at every point; curricula; purity."""
 
 import numpy as np
 import pytest
@@ -40,7 +40,7 @@ def test_curriculum_cumulative_targets():
     src = b.sources(8 * 30)
     # first step only source 0; after step 10 only source 1
     assert set(src[:8].tolist()) == {0}
-    assert set(src[8 * 12:].tolist()) == {1}
+    assert set(src[8 * 12 :].tolist()) == {1}
     # the realized count of source 0 tracks the integral of its weight
     target0 = sum(at(i // 8)[0] for i in range(8 * 30))
     assert abs((src == 0).sum() - target0) <= 1.0

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 from train_helpers import tiny_config
+from typer.testing import CliRunner
 
 from hybridlm.cli import app
 from hybridlm.train import run_training
@@ -20,17 +20,52 @@ def test_example_config_prints_and_runs_with_overrides(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(res.output)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["train", str(cfg), "-o", str(out), "--train.steps", "2", "--data.seq_len", "16",
-                              "--train.batch_size=2", "--train.progress", "false", "--data.eval_batches", "1",
-                              "--train.plots", "false", "--train.export", "false", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(cfg),
+            "-o",
+            str(out),
+            "--train.steps",
+            "2",
+            "--data.seq_len",
+            "16",
+            "--train.batch_size=2",
+            "--train.progress",
+            "false",
+            "--data.eval_batches",
+            "1",
+            "--train.plots",
+            "false",
+            "--train.export",
+            "false",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["tokens"] == 2 * 2 * 16
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["steps"] == 2 and saved["data"]["seq_len"] == 16
     # anneal from it, with a run-config override passed through
-    res = runner.invoke(app, ["anneal", "--from", str(out), "-o", str(tmp_path / "p2"), "--steps", "1",
-                              "--data", "synth://hq:1", "--train.progress", "false", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "anneal",
+            "--from",
+            str(out),
+            "-o",
+            str(tmp_path / "p2"),
+            "--steps",
+            "1",
+            "--data",
+            "synth://hq:1",
+            "--train.progress",
+            "false",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert yaml.safe_load((tmp_path / "p2" / "config.yaml").read_text())["schedule"]["name"] == "anneal"
 

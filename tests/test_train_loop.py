@@ -1,4 +1,4 @@
-"""The training loop: outputs, grad-accumulation equivalence, non-finite steps, evaluation, config handling."""
+"""The training loop: outputs, grad-accumulation equivalence, non-finite steps, evaluation, config."""
 
 import json
 
@@ -13,9 +13,18 @@ from hybridlm.train.optim import param_groups
 
 
 def test_outputs_metrics_checkpoints_export_plots(tmp_path):
-    cfg = tiny_config(**{"train.steps": 4, "train.checkpoint_every": 1, "train.keep_last": 2, "train.export": True,
-                         "train.plots": True, "train.eval_every": 2, "data.eval_path": "synth://eval-qa",
-                         "data.eval_batches": 2})
+    cfg = tiny_config(
+        **{
+            "train.steps": 4,
+            "train.checkpoint_every": 1,
+            "train.keep_last": 2,
+            "train.export": True,
+            "train.plots": True,
+            "train.eval_every": 2,
+            "data.eval_path": "synth://eval-qa",
+            "data.eval_batches": 2,
+        }
+    )
     r = run_training(cfg, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs] == [1, 2, 3, 4]
@@ -23,7 +32,9 @@ def test_outputs_metrics_checkpoints_export_plots(tmp_path):
     assert recs[-1]["tokens"] == 4 * 4 * 32
     assert "eval_loss" in recs[1] and "eval_loss" not in recs[0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
-    assert (tmp_path / "plots" / "loss.png").stat().st_size > 1000 and (tmp_path / "plots" / "lr.png").exists()
+    assert (tmp_path / "plots" / "loss.png").stat().st_size > 1000 and (
+        tmp_path / "plots" / "lr.png"
+    ).exists()
     from hybridlm import HybridLM
 
     m = HybridLM.from_pretrained(tmp_path / "final")
@@ -35,7 +46,9 @@ def test_outputs_metrics_checkpoints_export_plots(tmp_path):
 def test_grad_accumulation_is_equivalent(tmp_path):
     ref = losses(run_training(tiny_config(), tmp_path / "a1")["output_dir"])
     for accum in (2, 4):
-        got = losses(run_training(tiny_config(**{"train.grad_accum": accum}), tmp_path / f"a{accum}")["output_dir"])
+        got = losses(
+            run_training(tiny_config(**{"train.grad_accum": accum}), tmp_path / f"a{accum}")["output_dir"]
+        )
         assert got.keys() == ref.keys()
         for s in ref:
             assert got[s] == pytest.approx(ref[s], abs=1e-5), (accum, s)
@@ -50,8 +63,11 @@ def test_activation_checkpointing_same_losses(tmp_path, monkeypatch):
     monkeypatch.setattr(hm, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     ref = losses(run_training(tiny_config(**{"train.steps": 2}), tmp_path / "plain")["output_dir"])
     assert not calls
-    ckpt = losses(run_training(tiny_config(**{"train.steps": 2, "train.activation_checkpointing": True}),
-                               tmp_path / "ckpt")["output_dir"])
+    ckpt = losses(
+        run_training(
+            tiny_config(**{"train.steps": 2, "train.activation_checkpointing": True}), tmp_path / "ckpt"
+        )["output_dir"]
+    )
     assert calls  # the layers really ran under torch.utils.checkpoint
     assert ckpt.keys() == ref.keys() and all(ckpt[s] == pytest.approx(ref[s], abs=1e-6) for s in ref)
 
@@ -92,8 +108,12 @@ def test_config_overrides_and_one_line_errors(tmp_path):
     assert ov == {"train.steps": 7, "optim.betas": [0.8, 0.9], "data.seq_len": 16}
     cfg = RunConfig.from_dict(tiny_config(), ov)
     assert cfg.train.steps == 7 and cfg.optim.betas == (0.8, 0.9) and cfg.data.seq_len == 16
-    for bad, field in [({"train.steps": 0}, "train"), ({"train.bogus": 1}, "train.bogus"),
-                       ({"schedule.name": "nope"}, "schedule.name"), ({"model.d_model": 63}, "model.")]:
+    for bad, field in [
+        ({"train.steps": 0}, "train"),
+        ({"train.bogus": 1}, "train.bogus"),
+        ({"schedule.name": "nope"}, "schedule.name"),
+        ({"model.d_model": 63}, "model."),
+    ]:
         with pytest.raises(ConfigError) as e:
             RunConfig.from_dict(tiny_config(), bad)
         assert str(e.value).startswith(field) and "\n" not in str(e.value)

@@ -23,15 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _launch(cfg_path, out, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "hybridlm", "train", str(cfg_path), "-o", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hybridlm", "train", str(cfg_path), "-o", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(pred, proc, timeout=60.0):
     t0 = time.time()
     while not pred():
         if proc.poll() is not None:
-            raise AssertionError(f"run ended early (rc {proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            raise AssertionError(
+                f"run ended early (rc {proc.returncode}): {proc.stderr.read().decode()[-2000:]}"
+            )
         if time.time() - t0 > timeout:
             raise AssertionError("timed out")
         time.sleep(0.005)
@@ -43,9 +49,15 @@ def _steps_logged(out):
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    cfg = tiny_config(**{"train.steps": 36, "train.checkpoint_every": 10, "train.keep_last": 2,
-                         "train.grad_accum": 2, "data.sources": [{"path": "synth://web", "weight": 0.7},
-                                                                 {"path": "synth://hq", "weight": 0.3}]})
+    cfg = tiny_config(
+        **{
+            "train.steps": 36,
+            "train.checkpoint_every": 10,
+            "train.keep_last": 2,
+            "train.grad_accum": 2,
+            "data.sources": [{"path": "synth://web", "weight": 0.7}, {"path": "synth://hq", "weight": 0.3}],
+        }
+    )
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     killed = tmp_path / "killed"

@@ -36,11 +36,18 @@ def test_linear_golden():
     assert lr_at(60, c, 110) == pytest.approx(0.55)
 
 
-@pytest.mark.parametrize("shape,q,expected", [
-    ("linear", 0.25, 0.75), ("cosine", 0.5, 0.5), ("1-sqrt", 0.25, 0.5), ("1-sqrt", 1.0, 0.0),
-    ("exponential", 0.0, 1.0), ("exponential", 1.0, 0.0),
-    ("exponential", 0.2, (math.exp(-1) - math.exp(-5)) / (1 - math.exp(-5))),
-])
+@pytest.mark.parametrize(
+    "shape,q,expected",
+    [
+        ("linear", 0.25, 0.75),
+        ("cosine", 0.5, 0.5),
+        ("1-sqrt", 0.25, 0.5),
+        ("1-sqrt", 1.0, 0.0),
+        ("exponential", 0.0, 1.0),
+        ("exponential", 1.0, 0.0),
+        ("exponential", 0.2, (math.exp(-1) - math.exp(-5)) / (1 - math.exp(-5))),
+    ],
+)
 def test_decay_shapes(shape, q, expected):
     assert decay_shape(shape, q) == pytest.approx(expected, abs=1e-12)
 
@@ -55,8 +62,9 @@ def test_wsd_golden():
 
 
 def test_anneal_golden():
-    c = ScheduleConfig(name="anneal", lr=0.004, warmup_steps=10, peak_fraction=0.75, min_lr=0.0,
-                       decay_shape="cosine")
+    c = ScheduleConfig(
+        name="anneal", lr=0.004, warmup_steps=10, peak_fraction=0.75, min_lr=0.0, decay_shape="cosine"
+    )
     assert lr_at(0, c, 110) == pytest.approx(0.0003)  # 0.003 * 1/10
     assert lr_at(9, c, 110) == pytest.approx(0.003)  # peak = 0.75 * 0.004
     assert lr_at(60, c, 110) == pytest.approx(0.0015)

@@ -11,8 +11,16 @@ def tiny_config(**overrides) -> dict:
         "model": {"preset": "zamba2-tiny"},
         "data": {"sources": [{"path": "synth://web", "weight": 1.0}], "seq_len": 32, "eval_path": None},
         "schedule": {"name": "cosine", "lr": 3e-3, "warmup_steps": 2},
-        "train": {"steps": 6, "batch_size": 4, "checkpoint_every": 3, "eval_every": 1000, "threads": 1,
-                  "progress": False, "plots": False, "export": False},
+        "train": {
+            "steps": 6,
+            "batch_size": 4,
+            "checkpoint_every": 3,
+            "eval_every": 1000,
+            "threads": 1,
+            "progress": False,
+            "plots": False,
+            "export": False,
+        },
     }
     from hybridlm.train.config import apply_overrides
 

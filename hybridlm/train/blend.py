@@ -1,9 +1,9 @@
 """Deterministic weighted blending of data sources (the rule of Megatron's BlendedDataset).
 
 Sample i goes to the source furthest below its target: with w_k(j) the normalized weight of source k at sample
-j (constant, or a curriculum that changes with the step), the target of source k after i + 1 samples is
-T_k(i) = sum_{j <= i} w_k(j), and sample i goes to argmax_k T_k(i) - n_k (ties to the lower k), where n_k counts
-the samples source k already got. So the realized counts stay within about one sample of the targets at every
+j (constant, or a curriculum that changes with the step), the target of source k after i + 1 samples is T_k(i)
+= sum_{j <= i} w_k(j), and sample i goes to argmax_k T_k(i) - n_k (ties to the lower k), where n_k counts the
+samples source k already got. So the realized counts stay within about one sample of the targets at every
 point, and the assignment is a pure function of the sample index (no RNG, nothing to save for resume).
 """
 

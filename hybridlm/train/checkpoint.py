@@ -7,10 +7,10 @@
         optim.pt      optimizer state (ZeRO-1: consolidated)     |
         dcp/          torch.distributed.checkpoint of {model, optim}  (format "dcp", fsdp2)
 
-A checkpoint is written into `checkpoints/.tmp-step_N` and renamed into place with `os.replace` only when every
-file is on disk, so a kill during a save leaves the previous checkpoints intact (and `.tmp-*` debris, removed by
-the next save). The data position is the step itself (see `hybridlm.train.data`). A DCP checkpoint written by N
-ranks loads in any number of processes, including one without a process group.
+A checkpoint is written into `checkpoints/.tmp-step_N` and renamed into place with `os.replace` only when
+every file is on disk, so a kill during a save leaves the previous checkpoints intact (and `.tmp-*` debris,
+removed by the next save). The data position is the step itself (see `hybridlm.train.data`). A DCP checkpoint
+written by N ranks loads in any number of processes, including one without a process group.
 """
 
 from __future__ import annotations
@@ -74,8 +74,15 @@ def _dcp_state(model: nn.Module, optimizer: torch.optim.Optimizer):
     return {"model": msd, "optim": osd}
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict,
-                    ctx: DistContext, keep_last: int) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict,
+    ctx: DistContext,
+    keep_last: int,
+) -> Path:
     """Write checkpoint `step` (all ranks call this); returns its final path."""
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / f"{PREFIX}{step:08d}"
@@ -120,7 +127,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.is_dir():
         return []
     found = [p for p in ckpt_dir.glob(f"{PREFIX}*") if (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -137,28 +144,32 @@ def find_checkpoint(path: str | Path) -> Path:
         latest = latest_checkpoint(where)
         if latest is not None:
             return latest
-    raise CheckpointError(f"no checkpoint found at {path} (expected a step_* directory or a run output directory)")
+    raise CheckpointError(
+        f"no checkpoint found at {path} (expected a step_* directory or a run output directory)"
+    )
 
 
 def read_meta(path: Path) -> dict:
     return json.loads((Path(path) / "meta.json").read_text())
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    restore_rng: bool = True) -> dict:
-    """Load weights (and optimizer state and RNG states) into a model wrapped for the current run; returns meta.
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, restore_rng: bool = True
+) -> dict:
+    """Load weights (and optimizer state and RNG states) into a model wrapped for the current run; returns
+    meta.
     With `optimizer=None` only the weights are loaded (e.g. to start annealing from a phase-1 checkpoint)."""
     path = Path(path)
     meta = read_meta(path)
     if meta["format"] == "dcp":
+        import warnings
+
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import (
             get_model_state_dict,
             set_model_state_dict,
             set_state_dict,
         )
-
-        import warnings
 
         with warnings.catch_warnings():  # loading in one process (no process group) is intended
             warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
@@ -169,7 +180,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             else:
                 state = _dcp_state(model, optimizer)
                 dcp.load(state, checkpoint_id=str(path / "dcp"))
-                set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+                set_state_dict(
+                    model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+                )
     else:
         target = unwrap(model)
         if hasattr(target, "_fsdp_state") or _is_fsdp(target):
@@ -178,12 +191,15 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             sd = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
             set_model_state_dict(target, sd, options=StateDictOptions(full_state_dict=True))
             if optimizer is not None:
-                raise CheckpointError(f"{path}: a {meta['mode']} checkpoint resumes in mode none/ddp/zero1, "
-                                      "not fsdp2")
+                raise CheckpointError(
+                    f"{path}: a {meta['mode']} checkpoint resumes in mode none/ddp/zero1, not fsdp2"
+                )
         else:
             target.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
             if optimizer is not None:
-                optimizer.load_state_dict(torch.load(path / "optim.pt", map_location="cpu", weights_only=False))
+                optimizer.load_state_dict(
+                    torch.load(path / "optim.pt", map_location="cpu", weights_only=False)
+                )
     if restore_rng and optimizer is not None:
         set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return meta

@@ -1,4 +1,5 @@
-"""`RunConfig`: one validated description of a training run (model, data, optimizer, schedule, loop, parallelism).
+"""`RunConfig`: one validated description of a training run (model, data, optimizer, schedule, loop,
+parallelism).
 
 Loaded from YAML; every field can be overridden with a dotted key (`--train.steps 100` on the command line,
 `apply_overrides(cfg_dict, {"train.steps": 100})` in Python). Errors are one line naming the field.
@@ -26,7 +27,8 @@ DecayShape = Literal["linear", "cosine", "1-sqrt", "exponential"]
 
 
 class SourceConfig(_Sub):
-    """A packed token-shard directory (`hybridlm data pack`), or `synth://web|hq|eval|eval-web|eval-qa` for the
+    """A packed token-shard directory (`hybridlm data pack`), or `synth://web|hq|eval|eval-web|eval-qa` for
+    the
     built-in synthetic corpus, with its share of the training samples."""
 
     path: str
@@ -51,7 +53,7 @@ class DataConfig(_Sub):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="synth://web")])
     seq_len: int = 128
     eval_path: str | None = "synth://eval"
-    eval_batches: int = 8  # batches of `train.micro_batch` windows per evaluation (0: the whole eval set)
+    eval_batches: int = 8  # batches (of batch_size / grad_accum windows) per evaluation; 0: the whole set
     curriculum: list[CurriculumPoint] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -65,8 +67,9 @@ class DataConfig(_Sub):
         last = -1
         for p in self.curriculum:
             if len(p.weights) != len(self.sources):
-                raise ValueError(f"curriculum: step {p.step} has {len(p.weights)} weights for "
-                                 f"{len(self.sources)} sources")
+                raise ValueError(
+                    f"curriculum: step {p.step} has {len(p.weights)} weights for {len(self.sources)} sources"
+                )
             if p.step <= last or min(p.weights) < 0 or sum(p.weights) <= 0:
                 raise ValueError("curriculum: steps must increase and weights be >= 0, not all 0")
             last = p.step
@@ -83,7 +86,8 @@ class OptimConfig(_Sub):
 
 
 class ScheduleConfig(_Sub):
-    """LR as a pure function of the step (see `hybridlm.train.schedules`). `lr` is the maximum LR; for `anneal`
+    """LR as a pure function of the step (see `hybridlm.train.schedules`). `lr` is the maximum LR; for
+    `anneal`
     it is the phase-1 maximum and the peak is `lr * peak_fraction`."""
 
     name: Literal["constant", "cosine", "linear", "wsd", "anneal"] = "cosine"
@@ -131,12 +135,22 @@ class TrainConfig(_Sub):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_last", "eval_every",
-                     "log_every", "max_bad_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "checkpoint_every",
+            "keep_last",
+            "eval_every",
+            "log_every",
+            "max_bad_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
+            )
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
         return self
@@ -148,7 +162,7 @@ class DistributedConfig(_Sub):
 
 
 class RunConfig(_Section):
-    """`model` is a preset name or a mapping: `preset` plus ModelConfig fields that override it, or all fields."""
+    """`model`: a preset name, or `preset` plus ModelConfig fields overriding it (or all the fields)."""
 
     model: dict[str, Any] = Field(default_factory=lambda: {"preset": "zamba2-tiny"})
     data: DataConfig = DataConfig()
@@ -226,7 +240,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 def parse_cli_overrides(args: list[str]) -> dict[str, Any]:
-    """`["--train.steps", "10", "--data.sources", "[{path: x}]"]` -> {"train.steps": 10, ...}; values are YAML."""
+    """`["--train.steps", "10", "--optim.betas", "[0.9, 0.99]"]` -> {"train.steps": 10, ...} (YAML values)."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):

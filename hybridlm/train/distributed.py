@@ -1,8 +1,8 @@
 """Scale-out, applied to the plain model from outside: DDP, ZeRO-1 (DDP + ZeroRedundancyOptimizer) or FSDP2
 (`fully_shard` on every layer, shared block and the root), chosen by `distributed.mode`.
 
-Processes come from torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment); without them a run is a single
-process whatever the mode, so a checkpoint written by N ranks resumes in one.
+Processes come from torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment); without them a run is a
+single process whatever the mode, so a checkpoint written by N ranks resumes in one.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContex
     if cfg.mode == "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from hybridlm.errors import ConfigError
 
-        raise ConfigError(f"distributed.mode: launched on {os.environ['WORLD_SIZE']} processes but the mode is "
-                          "none; choose ddp, zero1 or fsdp2")
+        raise ConfigError(
+            f"distributed.mode: launched on {os.environ['WORLD_SIZE']} processes but the mode is "
+            "none; choose ddp, zero1 or fsdp2"
+        )
     if cfg.mode == "none" or "WORLD_SIZE" not in os.environ:
         return DistContext()
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
@@ -69,7 +71,8 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     if ctx.mode == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
-        # Each layer and shared block is its own FSDP unit; the per-call LoRA/projection modules are used inside
+        # Each layer and shared block is its own FSDP unit; the per-call LoRA/projection modules are used
+        # inside
         # the shared block's forward (not through their own), so they stay with the root unit.
         for group in (model.layers, model.shared or []):
             for sub in group:

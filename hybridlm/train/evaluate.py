@@ -1,4 +1,4 @@
-"""Held-out evaluation: mean next-token cross-entropy (and perplexity) of a model on a packed-shard dataset."""
+"""Held-out evaluation: mean next-token cross-entropy (and perplexity) of a model on packed shards."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ from hybridlm.data.shards import TokenShardDataset
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, dataset: TokenShardDataset | str, seq_len: int = 128,
-                  batch_size: int = 8, max_batches: int = 0, device: torch.device | str | None = None,
-                  autocast_dtype: torch.dtype | None = None) -> dict:
+def evaluate_loss(
+    model: torch.nn.Module,
+    dataset: TokenShardDataset | str,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    max_batches: int = 0,
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
     """Loss over the first non-overlapping windows of seq_len + 1 tokens (all of them when max_batches is 0),
     in a fixed order, so two models (or one model before and after annealing) see the same tokens.
     Returns {"loss", "ppl", "tokens"}; the loss is pure cross-entropy (no MoE auxiliary loss)."""
@@ -31,10 +37,14 @@ def evaluate_loss(model: torch.nn.Module, dataset: TokenShardDataset | str, seq_
     model.eval()
     total, count = 0.0, 0
     for first in range(0, n, batch_size):
-        rows = [dataset.tokens(w * seq_len, seq_len + 1).astype("int64") for w in range(first, min(n, first + batch_size))]
+        rows = [
+            dataset.tokens(w * seq_len, seq_len + 1).astype("int64")
+            for w in range(first, min(n, first + batch_size))
+        ]
         ids = torch.from_numpy(np.stack(rows)).to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
             logits = model(ids[:, :-1]).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
         total += float(loss)

@@ -6,7 +6,7 @@ EXAMPLE_CONFIG = """\
 # This example runs as-is: the synthetic corpus (synth://...) is generated, tokenized and packed on first use.
 
 model:                      # a preset, plus any ModelConfig field to override (or all fields, without preset)
-  preset: zamba2-tiny       # Zamba2-style: Mamba2 layers + 2 shared attention blocks with LoRA (~0.43M params)
+  preset: zamba2-tiny       # Zamba2-style: Mamba2 + 2 shared attention blocks with LoRA (0.43M params)
 
 data:
   sources:                  # packed token-shard directories (hybridlm data pack) blended by weight
@@ -14,7 +14,7 @@ data:
   seq_len: 128              # tokens per sample (windows of seq_len + 1 cut from the token stream)
   eval_path: synth://eval   # held-out shards for evaluation (null: none)
   eval_batches: 8           # batches per evaluation (0: the whole eval set)
-  curriculum: []            # optional: [{step: 0, weights: [..]}, {step: 200, weights: [..]}], linear in between
+  curriculum: []            # optional: [{step: 0, weights: [..]}, {step: 100, weights: [..]}], interpolated
 
 optim:                      # AdamW
   betas: [0.9, 0.95]
@@ -43,7 +43,7 @@ train:
   checkpoint_every: 50      # steps between checkpoints (OUTPUT/checkpoints/step_N, written atomically)
   keep_last: 2              # checkpoints kept
   eval_every: 50            # steps between held-out evaluations
-  log_every: 10
+  log_every: 10             # progress-bar refresh (metrics.jsonl gets every step)
   max_bad_steps: 5          # non-finite loss/gradient: skip the step; abort after this many in a row
   grad_clip: 1.0            # max global gradient norm (0: off)
   activation_checkpointing: false

@@ -1,7 +1,8 @@
 """Fault injection for tests. `HYBRIDLM_FAULT=point[@step][:action]` makes the run die (action `kill`, the
-default: exit code 9 with no cleanup) or hang (`hang`) when it reaches `point` (`save`: in the middle of writing a
-checkpoint, after the model file), optionally only at checkpoint/step `step`. `HYBRIDLM_FAULT_NAN=3,4` makes the
-loss of those steps (1-based) non-finite. Unset in normal use: each check is one environment look-up."""
+default: exit code 9 with no cleanup) or hang (`hang`) when it reaches `point` (`save`: in the middle of
+writing a checkpoint, after the model file), optionally only at checkpoint/step `step`.
+`HYBRIDLM_FAULT_NAN=3,4` makes the loss of those steps (1-based) non-finite. Unset in normal use: each check
+is one environment look-up."""
 
 from __future__ import annotations
 

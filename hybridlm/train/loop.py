@@ -1,5 +1,6 @@
-"""The training loop: build the pieces, then per optimizer step fetch the micro-batches, accumulate token-weighted
-gradients, clip, step, log, evaluate and checkpoint. Everything else is delegated to its own module."""
+"""The training loop: build the pieces, then per optimizer step fetch the micro-batches, accumulate
+token-weighted gradients, clip, step, log, evaluate and checkpoint. Everything else is delegated to its own
+module."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from hybridlm.train.evaluate import evaluate_loss
 from hybridlm.train.faults import nan_step
 from hybridlm.train.metrics import MetricsLogger, ProgressBar, read_metrics
 from hybridlm.train.optim import build_optimizer, set_lr
+from hybridlm.train.plots import plot_run
 from hybridlm.train.schedules import lr_at
 from hybridlm.train.throughput import Throughput, peak_flops, train_flops_per_token
 
@@ -46,9 +48,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_training(run_config: RunConfig | dict, output_dir: str | Path, resume: bool = False,
-                 progress: bool | None = None) -> dict:
-    """Train (or, with `resume`, continue from the latest checkpoint in `output_dir`); returns a summary dict with
+def run_training(
+    run_config: RunConfig | dict, output_dir: str | Path, resume: bool = False, progress: bool | None = None
+) -> dict:
+    """Train (or, with `resume`, continue from the latest checkpoint in `output_dir`); returns a summary dict
+    with
     `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths."""
     cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
     device = pick_device(cfg.train.device)
@@ -62,7 +66,9 @@ def run_training(run_config: RunConfig | dict, output_dir: str | Path, resume: b
     owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
-        return _train(cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress)
+        return _train(
+            cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress
+        )
     finally:
         if owned:
             shutdown(ctx)
@@ -77,7 +83,9 @@ def _load_init_weights(model: HybridLM, source: str) -> None:
         ckpt.load_checkpoint(ckpt.find_checkpoint(source), model, None)
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: DistContext, show: bool) -> dict:
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: DistContext, show: bool
+) -> dict:
     t = cfg.train
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
@@ -111,8 +119,15 @@ def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: D
     last_loss, last_eval, skipped_total = float("nan"), None, 0
 
     def evaluate() -> dict:
-        return evaluate_loss(unwrap(wrapped), eval_ds, cfg.data.seq_len, max(1, t.batch_size // t.grad_accum),
-                             cfg.data.eval_batches, device, autocast)
+        return evaluate_loss(
+            unwrap(wrapped),
+            eval_ds,
+            cfg.data.seq_len,
+            max(1, t.batch_size // t.grad_accum),
+            cfg.data.eval_batches,
+            device,
+            autocast,
+        )
 
     try:
         for step in range(start, t.steps):
@@ -123,8 +138,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: D
             for m, ids in enumerate(micro):
                 ids = ids.to(device, non_blocking=True)
                 n_m = ids[:, 1:].numel()
-                with no_sync(wrapped, m < len(micro) - 1), torch.autocast(
-                        device.type, dtype=autocast, enabled=autocast is not None):
+                with (
+                    no_sync(wrapped, m < len(micro) - 1),
+                    torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
+                ):
                     loss = wrapped(ids, labels=ids).loss
                     if nan_step(step + 1):
                         loss = loss * float("nan")
@@ -144,25 +161,45 @@ def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: D
             tokens += n_global
             done = step + 1
             meter.update(n_global)
-            record = {"step": done, "loss": loss_value, "lr": lr, "tokens": tokens, "grad_norm": norm,
-                      "tokens_per_s": meter.tokens_per_s, "mfu": meter.mfu, "time": time.time()}
+            record = {
+                "step": done,
+                "loss": loss_value,
+                "lr": lr,
+                "tokens": tokens,
+                "grad_norm": norm,
+                "tokens_per_s": meter.tokens_per_s,
+                "mfu": meter.mfu,
+                "time": time.time(),
+            }
             if not ok:
                 record["skipped"] = True
-                print(f"[hybridlm] step {done}: non-finite loss/gradient (loss={loss_value}, grad_norm={norm}); "
-                      f"step skipped ({bad} in a row)", flush=True)
+                print(
+                    f"[hybridlm] step {done}: non-finite loss/gradient "
+                    f"(loss={loss_value}, grad_norm={norm}); "
+                    f"step skipped ({bad} in a row)",
+                    flush=True,
+                )
             if eval_ds is not None and (done % t.eval_every == 0 or done == t.steps):
                 last_eval = evaluate()
                 record["eval_loss"], record["eval_ppl"] = last_eval["loss"], last_eval["ppl"]
             logger.log(record)
-            bar.update(done, loss_value, lr, meter.tokens_per_s)
+            if done % t.log_every == 0 or done == t.steps:
+                bar.update(done, loss_value, lr, meter.tokens_per_s)
             if ok:
                 last_loss = loss_value
             if bad >= t.max_bad_steps:
-                raise TrainingError(f"{bad} non-finite steps in a row (train.max_bad_steps={t.max_bad_steps}); "
-                                    f"stopped at step {done}")
+                raise TrainingError(
+                    f"{bad} non-finite steps in a row (train.max_bad_steps={t.max_bad_steps}); "
+                    f"stopped at step {done}"
+                )
             if done % t.checkpoint_every == 0 or done == t.steps:
-                meta = {"tokens": tokens, "bad_streak": bad, "phase": t.phase, "config": cfg.to_dict(),
-                        "lr_max": cfg.schedule.lr}
+                meta = {
+                    "tokens": tokens,
+                    "bad_streak": bad,
+                    "phase": t.phase,
+                    "config": cfg.to_dict(),
+                    "lr_max": cfg.schedule.lr,
+                }
                 ckpt.save_checkpoint(out / "checkpoints", done, wrapped, optimizer, meta, ctx, t.keep_last)
     finally:
         bar.close()
@@ -171,16 +208,28 @@ def _train(cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: D
     if eval_ds is not None and last_eval is None:
         last_eval = evaluate()
     final_model = _export(model, mcfg, out / "final", ctx) if t.export else None
-    result = {"output_dir": str(out), "steps": t.steps, "start_step": start, "tokens": tokens,
-              "final_loss": last_loss, "eval": last_eval, "tokens_per_s": meter.tokens_per_s, "mfu": meter.mfu,
-              "flops_per_token": fpt, "params": sum(p.numel() for p in unwrap(wrapped).parameters()),
-              "skipped_steps": skipped_total, "final_model": str(final_model) if final_model else None,
-              "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")), "world": ctx.world, "rank": ctx.rank, "mode": ctx.mode}
+    result = {
+        "output_dir": str(out),
+        "steps": t.steps,
+        "start_step": start,
+        "tokens": tokens,
+        "final_loss": last_loss,
+        "eval": last_eval,
+        "tokens_per_s": meter.tokens_per_s,
+        "mfu": meter.mfu,
+        "flops_per_token": fpt,
+        "params": sum(p.numel() for p in unwrap(wrapped).parameters()),
+        "skipped_steps": skipped_total,
+        "final_model": str(final_model) if final_model else None,
+        "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")),
+        "world": ctx.world,
+        "rank": ctx.rank,
+        "mode": ctx.mode,
+    }
     if ctx.is_main:
         records = read_metrics(out / "metrics.jsonl")
         if t.plots and records:
-            result["plots"] = [str(p) for p in __import__("hybridlm.train.plots", fromlist=["plot_run"]).plot_run(
-                records, out / "plots")]
+            result["plots"] = [str(p) for p in plot_run(records, out / "plots")]
         (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -1,5 +1,5 @@
-"""Metrics: one JSON object per optimizer step in OUTPUT/metrics.jsonl (always), TensorBoard when installed, and a
-rich progress bar with loss, LR, tokens/s and ETA."""
+"""Metrics: one JSON object per optimizer step in OUTPUT/metrics.jsonl (always), TensorBoard when
+installed, and a rich progress bar with loss, LR, tokens/s and ETA."""
 
 from __future__ import annotations
 
@@ -61,16 +61,27 @@ class ProgressBar:
         self.enabled = enabled
         if not enabled:
             return
-        self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
-                           TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self._p = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._p.start()
         self._task = self._p.add_task(description, total=total, completed=start, loss="-", lr="-", tps="-")
 
     def update(self, step: int, loss: float, lr: float, tokens_per_s: float | None) -> None:
         if self.enabled:
-            self._p.update(self._task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}",
-                           tps=f"{tokens_per_s:,.0f}" if tokens_per_s else "-")
+            self._p.update(
+                self._task,
+                completed=step,
+                loss=f"{loss:.4f}",
+                lr=f"{lr:.2e}",
+                tps=f"{tokens_per_s:,.0f}" if tokens_per_s else "-",
+            )
 
     def close(self) -> None:
         if self.enabled:

@@ -7,10 +7,10 @@ lr = min_lr + (peak - min_lr) * f(q), where f falls from 1 to 0 as the decay pro
     linear     q = (s - W) / (T - W),  f = 1 - q
     cosine     q = (s - W) / (T - W),  f = (1 + cos(pi q)) / 2
     wsd        stable (f = 1) until the last `decay_fraction` of the T steps, then that decay in `decay_shape`
-    anneal     peak = lr * peak_fraction (the phase-1 max LR times ~0.75), decay in `decay_shape` to min_lr (0)
+    anneal     peak = lr * peak_fraction (phase-1 max LR times ~0.75), decay in `decay_shape` to min_lr (0)
 
-Decay shapes: linear 1 - q; cosine (1 + cos(pi q)) / 2; 1-sqrt 1 - sqrt(q); exponential
-(exp(-k q) - exp(-k)) / (1 - exp(-k)) with k = 5 (falls to ~1/e of the way by q = 0.2 and exactly to 0 at q = 1).
+Decay shapes: linear 1 - q; cosine (1 + cos(pi q)) / 2; 1-sqrt 1 - sqrt(q); exponential (exp(-k q) - exp(-k))
+/ (1 - exp(-k)) with k = 5 (falls to ~1/e of the way by q = 0.2 and exactly to 0 at q = 1).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The built-in synthetic corpus as packed shards, prepared on first use (about 10 s) and cached.
 
-`synth://PART` names a part: `web` (pretraining), `hq` (high-quality facts, for annealing), `eval` (held-out web
-text and question/answer lines), `eval-web` and `eval-qa` (the two halves of `eval`). The corpus comes from
-`hybridlm.data.synth`, the tokenizer (byte-level BPE, 512 ids) from `hybridlm.data.tokenizer`, the shards from
-`hybridlm.data.pack`. The cache lives in `$HYBRIDLM_CACHE` (default `~/.cache/hybridlm`); preparation writes to a
-temporary directory and renames it into place, so concurrent first uses are safe.
+`synth://PART` names a part: `web` (pretraining), `hq` (high-quality facts, for annealing), `eval` (held-out
+web text and question/answer lines), `eval-web` and `eval-qa` (the two halves of `eval`). The corpus comes
+from `hybridlm.data.synth`, the tokenizer (byte-level BPE, 512 ids) from `hybridlm.data.tokenizer`, the shards
+from `hybridlm.data.pack`. The cache lives in `$HYBRIDLM_CACHE` (default `~/.cache/hybridlm`); preparation
+writes to a temporary directory and renames it into place, so concurrent first uses are safe.
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ def _prepare(out: Path) -> None:
 def resolve_path(path: str) -> Path:
     """A packed-shard directory for a config path (`synth://PART` or a directory)."""
     if path.startswith(PREFIX):
-        part = path[len(PREFIX):]
+        part = path[len(PREFIX) :]
         if part == "tokenizer":
             return synthetic_dir() / "tokenizer"
         if part not in PARTS:
             from hybridlm.errors import ConfigError
 
-            raise ConfigError(f"unknown synthetic part {path!r}; parts: {', '.join(PREFIX + p for p in PARTS)}")
+            raise ConfigError(
+                f"unknown synthetic part {path!r}; parts: {', '.join(PREFIX + p for p in PARTS)}"
+            )
         return synthetic_dir() / part
     return Path(path)

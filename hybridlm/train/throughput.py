@@ -1,14 +1,14 @@
 """Tokens/s and model FLOPs utilization (MFU).
 
 FLOPs per token come from the planner (`hybridlm.plan.flops(cfg, seq_len=S).train_per_token`), called here and
-nowhere else; without the planner MFU is reported as null. The peak is `train.peak_flops` when set, else a table
-entry for known GPUs, else (CPU) measured once per process by a small fp32 matmul probe.
+nowhere else; without the planner MFU is reported as null. The peak is `train.peak_flops` when set, else a
+table entry for known GPUs, else (CPU) measured once per process by a small fp32 matmul probe.
 """
 
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -25,7 +25,7 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float | None:
     return float(flops(cfg, seq_len=seq_len).train_per_token)
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe_cpu_flops(n: int = 512, repeats: int = 8, threads: int = 0) -> float:
     """Achievable fp32 matmul FLOP/s on this CPU with the current thread count (best of a few timings)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -50,7 +50,7 @@ def peak_flops(device: torch.device, setting: float | None) -> float:
 
 
 class Throughput:
-    """Tokens/s over the steps since the first one measured (the first step, with its warm-up, is excluded)."""
+    """Tokens/s over the steps after the first one (the first step, with its warm-up, is excluded)."""
 
     def __init__(self, flops_per_token: float | None, peak: float | None):
         self.flops_per_token, self.peak = flops_per_token, peak
