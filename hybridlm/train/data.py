@@ -1,0 +1,104 @@
+"""Training batches from packed token shards: a deterministic blend of sources, cut into fixed windows.
+
+Sample j of source k is a window of seq_len + 1 tokens (inputs and shifted targets), starting at seq_len *
+perm[j mod n_k], where n_k = (tokens_k - 1) // seq_len and perm is a permutation seeded by (seed, phase, k,
+epoch = j // n_k). Which source a global sample comes from is the blend's rule (`hybridlm.train.blend`). So
+the data of any step is a pure function of (seed, phase, step): resuming needs only the step, and a new phase
+(annealing) counts its blend from its own start.
+
+The global batch of step s is samples [s * B, (s + 1) * B); micro-step m of rank r takes the slice m * B / A +
+r * b + [0, b), with b = B / (A * world), so every world size sees the same global batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hybridlm.data.shards import TokenShardDataset
+from hybridlm.errors import ConfigError
+from hybridlm.train.blend import Blend, curriculum_weights
+from hybridlm.train.config import DataConfig, TrainConfig
+from hybridlm.train.synthetic import resolve_path
+
+
+def open_dataset(path: str) -> TokenShardDataset:
+    try:
+        return TokenShardDataset(resolve_path(path))
+    except FileNotFoundError as err:
+        raise ConfigError(f"data source {path!r}: {err}") from None
+
+
+class SourceWindows:
+    """Windows of seq_len + 1 tokens of one source, in an order that is a function of (seed, phase, k)."""
+
+    def __init__(self, ds: TokenShardDataset, seq_len: int, seed: int, phase: int, k: int):
+        self.ds, self.seq_len = ds, seq_len
+        self.n = (ds.total_tokens - 1) // seq_len
+        if self.n < 1:
+            raise ConfigError(
+                f"data source {ds.path} has {ds.total_tokens} tokens, fewer than seq_len + 1 = {seq_len + 1}"
+            )
+        self._key = (seed, phase, k)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([*self._key, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def window(self, j: int) -> np.ndarray:
+        start = int(self._perm(j // self.n)[j % self.n]) * self.seq_len
+        return self.ds.tokens(start, self.seq_len + 1)
+
+
+class BatchStream:
+    """Micro-batches (LongTensor (b, seq_len + 1)) of a step for one rank."""
+
+    def __init__(
+        self,
+        data: DataConfig,
+        train: TrainConfig,
+        world: int = 1,
+        rank: int = 0,
+        vocab_size: int | None = None,
+    ):
+        if train.batch_size % (train.grad_accum * world):
+            raise ConfigError(
+                f"train.batch_size={train.batch_size} must be divisible by train.grad_accum * "
+                f"world size = {train.grad_accum * world}"
+            )
+        self.datasets = [open_dataset(s.path) for s in data.sources]
+        for s, ds in zip(data.sources, self.datasets, strict=True):
+            if vocab_size is not None and ds.vocab_size is not None and ds.vocab_size > vocab_size:
+                raise ConfigError(
+                    f"data source {s.path!r} has vocab_size {ds.vocab_size} > the model's "
+                    f"{vocab_size}; set model.vocab_size"
+                )
+        self.windows = [
+            SourceWindows(ds, data.seq_len, train.seed, train.phase, k) for k, ds in enumerate(self.datasets)
+        ]
+        points = [(p.step, p.weights) for p in data.curriculum] or [(0, [s.weight for s in data.sources])]
+        self.blend = Blend(curriculum_weights(points), samples_per_step=train.batch_size)
+        self.seq_len = data.seq_len
+        self.batch, self.accum, self.world, self.rank = train.batch_size, train.grad_accum, world, rank
+        self.micro = train.batch_size // (train.grad_accum * world)
+
+    def sample(self, i: int) -> np.ndarray:
+        k, j = self.blend.assign(i)
+        return self.windows[k].window(j)
+
+    def micro_batches(self, step: int) -> list[torch.Tensor]:
+        out = []
+        for m in range(self.accum):
+            first = step * self.batch + m * (self.batch // self.accum) + self.rank * self.micro
+            rows = [self.sample(first + j).astype(np.int64) for j in range(self.micro)]
+            out.append(torch.from_numpy(np.stack(rows)))
+        return out
+
+    def source_tokens(self, steps: int) -> np.ndarray:
+        """Target tokens drawn from each source over the first `steps` steps (all ranks)."""
+        src = self.blend.sources(steps * self.batch)
+        return np.bincount(src, minlength=len(self.datasets)) * self.seq_len

@@ -1,0 +1,251 @@
+"""The training loop: build the pieces, then per optimizer step fetch the micro-batches, accumulate
+token-weighted gradients, clip, step, log, evaluate and checkpoint. Everything else is delegated to its own
+module."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from hybridlm.errors import HybridLMError
+from hybridlm.model import HybridLM
+from hybridlm.train import checkpoint as ckpt
+from hybridlm.train.config import RunConfig
+from hybridlm.train.data import BatchStream, open_dataset
+from hybridlm.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    grad_norm_,
+    init_distributed,
+    no_sync,
+    shutdown,
+    unwrap,
+    wrap_model,
+)
+from hybridlm.train.evaluate import evaluate_loss
+from hybridlm.train.faults import nan_step
+from hybridlm.train.metrics import MetricsLogger, ProgressBar, read_metrics
+from hybridlm.train.optim import build_optimizer, set_lr
+from hybridlm.train.plots import plot_run
+from hybridlm.train.schedules import lr_at
+from hybridlm.train.throughput import Throughput, peak_flops, train_flops_per_token
+
+
+class TrainingError(HybridLMError):
+    """A run that cannot continue (e.g. too many non-finite steps in a row)."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HybridLMError("train.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def run_training(
+    run_config: RunConfig | dict, output_dir: str | Path, resume: bool = False, progress: bool | None = None
+) -> dict:
+    """Train (or, with `resume`, continue from the latest checkpoint in `output_dir`); returns a summary dict
+    with
+    `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths."""
+    cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
+    ctx = init_distributed(cfg.distributed, device)
+    try:
+        return _train(
+            cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress
+        )
+    finally:
+        if owned:
+            shutdown(ctx)
+
+
+def _load_init_weights(model: HybridLM, source: str) -> None:
+    from hybridlm.config.resolve import is_checkpoint_dir
+
+    if is_checkpoint_dir(source):  # a Hugging Face export (e.g. OUTPUT/final)
+        model.load_state_dict(HybridLM.from_pretrained(source).state_dict())
+    else:
+        ckpt.load_checkpoint(ckpt.find_checkpoint(source), model, None)
+
+
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: DistContext, show: bool
+) -> dict:
+    t = cfg.train
+    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        cfg.save(out / "config.yaml")
+    torch.manual_seed(t.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    mcfg = cfg.model_config_obj()
+    model = HybridLM(mcfg).to(device)
+    model.gradient_checkpointing = t.activation_checkpointing
+    model.train()
+
+    resume_from = ckpt.latest_checkpoint(out / "checkpoints") if resume else None
+    if resume_from is None and t.init_from:
+        _load_init_weights(model, t.init_from)
+    wrapped = wrap_model(model, ctx, device)
+    optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, zero1=ctx.mode == "zero1")
+    start, tokens, bad = 0, 0, 0
+    if resume_from is not None:
+        meta = ckpt.load_checkpoint(resume_from, wrapped, optimizer)
+        start, tokens, bad = meta["step"], meta["tokens"], meta.get("bad_streak", 0)
+
+    stream = BatchStream(cfg.data, t, ctx.world, ctx.rank, vocab_size=mcfg.vocab_size)
+    eval_ds = open_dataset(cfg.data.eval_path) if cfg.data.eval_path else None
+    autocast = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
+    n_global = t.batch_size * cfg.data.seq_len  # target tokens per optimizer step (every label is valid)
+    logger = MetricsLogger(out, start, enabled=ctx.is_main)
+    bar = ProgressBar(t.steps, start, enabled=show and ctx.is_main)
+    fpt = train_flops_per_token(mcfg, cfg.data.seq_len)
+    meter = Throughput(fpt, peak_flops(device, t.peak_flops) if fpt is not None else None)
+    last_loss, last_eval, skipped_total = float("nan"), None, 0
+
+    def evaluate() -> dict:
+        return evaluate_loss(
+            unwrap(wrapped),
+            eval_ds,
+            cfg.data.seq_len,
+            max(1, t.batch_size // t.grad_accum),
+            cfg.data.eval_batches,
+            device,
+            autocast,
+        )
+
+    try:
+        for step in range(start, t.steps):
+            lr = lr_at(step, cfg.schedule, t.steps)
+            set_lr(optimizer, lr)
+            micro = stream.micro_batches(step)
+            loss_sum = 0.0
+            for m, ids in enumerate(micro):
+                ids = ids.to(device, non_blocking=True)
+                n_m = ids[:, 1:].numel()
+                with (
+                    no_sync(wrapped, m < len(micro) - 1),
+                    torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
+                ):
+                    loss = wrapped(ids, labels=ids).loss
+                    if nan_step(step + 1):
+                        loss = loss * float("nan")
+                    # token-weighted: the sum over micro-steps and ranks is the mean over the global batch
+                    (loss * (n_m * ctx.world / n_global)).backward()
+                loss_sum += float(loss.detach()) * n_m
+            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_global
+            norm = grad_norm_(wrapped, t.grad_clip)
+            ok = math.isfinite(loss_value) and math.isfinite(norm)
+            if ok:
+                optimizer.step()
+                bad = 0
+            else:
+                bad += 1
+                skipped_total += 1
+            optimizer.zero_grad(set_to_none=True)
+            tokens += n_global
+            done = step + 1
+            meter.update(n_global)
+            record = {
+                "step": done,
+                "loss": loss_value,
+                "lr": lr,
+                "tokens": tokens,
+                "grad_norm": norm,
+                "tokens_per_s": meter.tokens_per_s,
+                "mfu": meter.mfu,
+                "time": time.time(),
+            }
+            if not ok:
+                record["skipped"] = True
+                print(
+                    f"[hybridlm] step {done}: non-finite loss/gradient "
+                    f"(loss={loss_value}, grad_norm={norm}); "
+                    f"step skipped ({bad} in a row)",
+                    flush=True,
+                )
+            if eval_ds is not None and (done % t.eval_every == 0 or done == t.steps):
+                last_eval = evaluate()
+                record["eval_loss"], record["eval_ppl"] = last_eval["loss"], last_eval["ppl"]
+            logger.log(record)
+            if done % t.log_every == 0 or done == t.steps:
+                bar.update(done, loss_value, lr, meter.tokens_per_s)
+            if ok:
+                last_loss = loss_value
+            if bad >= t.max_bad_steps:
+                raise TrainingError(
+                    f"{bad} non-finite steps in a row (train.max_bad_steps={t.max_bad_steps}); "
+                    f"stopped at step {done}"
+                )
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                meta = {
+                    "tokens": tokens,
+                    "bad_streak": bad,
+                    "phase": t.phase,
+                    "config": cfg.to_dict(),
+                    "lr_max": cfg.schedule.lr,
+                }
+                ckpt.save_checkpoint(out / "checkpoints", done, wrapped, optimizer, meta, ctx, t.keep_last)
+    finally:
+        bar.close()
+        logger.close()
+
+    if eval_ds is not None and last_eval is None:
+        last_eval = evaluate()
+    final_model = _export(model, mcfg, out / "final", ctx) if t.export else None
+    result = {
+        "output_dir": str(out),
+        "steps": t.steps,
+        "start_step": start,
+        "tokens": tokens,
+        "final_loss": last_loss,
+        "eval": last_eval,
+        "tokens_per_s": meter.tokens_per_s,
+        "mfu": meter.mfu,
+        "flops_per_token": fpt,
+        "params": sum(p.numel() for p in unwrap(wrapped).parameters()),
+        "skipped_steps": skipped_total,
+        "final_model": str(final_model) if final_model else None,
+        "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")),
+        "world": ctx.world,
+        "rank": ctx.rank,
+        "mode": ctx.mode,
+    }
+    if ctx.is_main:
+        records = read_metrics(out / "metrics.jsonl")
+        if t.plots and records:
+            result["plots"] = [str(p) for p in plot_run(records, out / "plots")]
+        (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _export(model: HybridLM, mcfg, where: Path, ctx: DistContext) -> Path | None:
+    """Save the final weights in the Hugging Face layout (rank 0; FSDP2 gathers the full state dict first)."""
+    if ctx.mode == "fsdp2":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not ctx.is_main:
+            return None
+        plain = HybridLM(mcfg)
+        plain.load_state_dict(sd)
+        model = plain
+    elif not ctx.is_main:
+        return None
+    model.save_pretrained(where)
+    return where
