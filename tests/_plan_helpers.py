@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from hybridlm import ModelConfig
 from hybridlm.errors import ConfigError
@@ -21,19 +21,11 @@ def _sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
     return 2 * sdpa_flop_count(q, k, v)  # dQ, dK, dV and dP: four products of the forward's two sizes
 
 
-def _conv_backward(grad_out, x, w, *args, out_shape=None, **kwargs):
-    """Groups-aware: input gradient + weight gradient, each the forward's size. torch 2.13's formula for
-    the weight gradient ignores `groups` and counts a depthwise conv's channels times too much."""
-    mask = args[-1]
-    return conv_flop_count(x, w, grad_out) * (int(mask[0]) + int(mask[1]))
-
-
 # torch 2.13's FlopCounterMode has no formula for the CPU flash-attention ops SDPA dispatches to on CPU
 # (it would count attention as zero); these use its own sdpa_flop_count for them.
 FLOP_MAPPING = {
     aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
-    aten.convolution_backward: _conv_backward,
 }
 
 

@@ -1,6 +1,5 @@
 """DDP, ZeRO-1 and FSDP2 on CPU (gloo, 2 processes) match the single-process run; an FSDP2 checkpoint written
-by
-2 ranks resumes in 1 process."""
+by 2 ranks resumes in 1 process."""
 
 import json
 import os
@@ -9,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from train_helpers import losses, tiny_config
 
 from hybridlm.train import run_training
@@ -56,6 +56,15 @@ def test_ddp_zero1_fsdp2_match_single_process_and_fsdp2_resumes_in_one(tmp_path)
     ck = latest_checkpoint(tmp_path / "fsdp2" / "checkpoints")
     meta = json.loads((ck / "meta.json").read_text())
     assert meta["format"] == "dcp" and meta["world"] == 2 and (ck / "dcp").is_dir()
+    # the 2-rank sharded checkpoint loads in one process bit-for-bit (the step-4 weights the run exported)
+    from hybridlm import HybridLM, ModelConfig
+    from hybridlm.train.checkpoint import load_checkpoint
+
+    loaded = HybridLM(ModelConfig.from_preset("zamba2-tiny"))
+    load_checkpoint(ck, loaded, None, restore_rng=False)
+    exported = HybridLM.from_pretrained(tmp_path / "fsdp2" / "final")
+    ref_state = exported.state_dict()
+    assert all(torch.equal(v, ref_state[k]) for k, v in loaded.state_dict().items())
     ref6 = losses(
         run_training(
             tiny_config(**{"train.steps": 6, "train.checkpoint_every": 2, "schedule.name": "constant"}),
@@ -69,5 +78,7 @@ def test_ddp_zero1_fsdp2_match_single_process_and_fsdp2_resumes_in_one(tmp_path)
     )
     assert r["start_step"] == 4 and r["world"] == 1
     got = losses(tmp_path / "fsdp2")
+    # the states entering step 5 differ by the 2-rank all-reduce's rounding, which Adam can amplify in
+    # near-zero gradient components: 1e-4 here, while the exact load is checked bitwise above
     for s in (5, 6):
-        assert got[s] == pytest.approx(ref6[s], abs=1e-5), (s, got[s], ref6[s])
+        assert got[s] == pytest.approx(ref6[s], abs=1e-4), (s, got[s], ref6[s])

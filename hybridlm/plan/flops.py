@@ -1,10 +1,11 @@
 """Matmul FLOPs of `HybridLM(cfg)`, written once per operation, as the code computes them.
 
 Convention: FLOPs = 2 x multiply-accumulates of the matrix products the model runs (nn.Linear, the
-einsums, SDPA) and of the depthwise causal convolutions: exactly what
-`torch.utils.flop_counter.FlopCounterMode` counts. Left out, as FlopCounterMode leaves them out:
-elementwise work (norms, activations, gating, softplus/exp, RoPE, the Mamba1 recurrence's
-multiply-adds, SSD decays and segment sums, residual adds, softmax, the cross-entropy) and bias adds.
+einsums and batched matmuls, SDPA): exactly what `torch.utils.flop_counter.FlopCounterMode` counts.
+Left out, as FlopCounterMode leaves them out: elementwise work (norms, activations, gating,
+softplus/exp, RoPE, the depthwise causal conv, which the model runs as k shifted multiply-adds, the
+Mamba1 recurrence's multiply-adds, SSD decays and segment sums, residual adds, softmax, the
+cross-entropy) and bias adds.
 
 Backward: every counted product runs twice in autograd, once for the gradient of each operand (a
 weight's gradient and the input's gradient; for activation x activation products like QK^T and the
@@ -16,9 +17,8 @@ does (and as a dense kernel computes it); `"causal"` counts only the s(s+1)/2 (q
 a causal mask keeps (the ideal a block-skipping kernel approaches).
 
 Checking against FlopCounterMode (tests/test_plan_flops.py): torch 2.13 has no formula for the CPU
-flash-attention ops SDPA dispatches to on CPU (it counts attention as 0 there), and its depthwise-conv
-weight-gradient formula ignores `groups` (channels times too many); the tests register the missing
-SDPA formulas and a groups-aware conv backward, and then agree exactly.
+flash-attention ops SDPA dispatches to on CPU (it counts attention as 0 there); the tests register
+the missing SDPA formulas and then agree exactly.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
-from hybridlm.plan.params import mamba2_conv_dim, mamba2_in_proj_width
+from hybridlm.plan.params import mamba2_in_proj_width
 
 BACKWARD_FACTOR = 2  # gradient w.r.t. each of the two operands of every product (see module docstring)
 RECOMPUTE = ("none", "selective", "full")
@@ -55,9 +55,15 @@ def attention_core_flops(
     return 2 * 2 * batch * n_heads * head_dim * pairs
 
 
+def matmul_flops(contracted: int, others: int) -> int:
+    """A batched matmul (`@`) contracting `contracted` over `others` output elements; unlike einsum, a
+    size-1 contraction still runs as a matmul."""
+    return 2 * contracted * others
+
+
 def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
-    """The four einsums of `hybridlm.layers.ssd.ssd_chunked` on the sequence padded to a multiple of the
-    chunk size Q (pad = (-l) % Q), per layer:
+    """The four batched matmuls of `hybridlm.layers.ssd.ssd_chunked` on the sequence padded to a multiple
+    of the chunk size Q (pad = (-l) % Q), per layer:
       cb      C B^T within each chunk, per group:        2 b Lp Q G N
       y_diag  (L o CB) (x dt) within each chunk, per head: 2 b Lp Q H P
       states  each chunk's final state:                  2 b Lp H P N
@@ -68,16 +74,11 @@ def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
     q, g, n, h, p = m.chunk_size, m.ngroups, m.d_state, cfg.mamba2_n_heads, m.headdim
     lp = seq_len + (-seq_len) % q
     return {
-        "cb": einsum_flops(n, batch * lp * q * g),
-        "y_diag": einsum_flops(q, batch * lp * h * p),
-        "states": einsum_flops(q, batch * lp // q * h * p * n),
-        "y_off": einsum_flops(n, batch * lp * h * p),
+        "cb": matmul_flops(n, batch * lp * q * g),
+        "y_diag": matmul_flops(q, batch * lp * h * p),
+        "states": matmul_flops(q, batch * lp // q * h * p * n),
+        "y_off": matmul_flops(n, batch * lp * h * p),
     }
-
-
-def conv_flops(tokens: int, channels: int, kernel: int) -> int:
-    """Depthwise causal conv1d: each output position and channel is a `kernel`-long dot product."""
-    return 2 * tokens * channels * kernel
 
 
 def sublayer_terms(
@@ -93,7 +94,6 @@ def sublayer_terms(
             # per-head x_proj (contracts headdim) and dt_proj (contracts dt_rank), as einsums over heads
             + einsum_flops(di // m.n_heads, t * m.n_heads * (r + 2 * n))
             + einsum_flops(r, t * di),
-            "mamba1_conv": conv_flops(t, di, m.d_conv),
             "mamba1_scan": einsum_flops(n, t * di),  # y = C . state (the recurrence itself is elementwise)
         }
     if kind == "m":
@@ -101,7 +101,6 @@ def sublayer_terms(
         return {
             "mamba2_proj": linear_flops(t, d, mamba2_in_proj_width(cfg))
             + linear_flops(t, cfg.mamba2_d_inner, d),
-            "mamba2_conv": conv_flops(t, mamba2_conv_dim(cfg), cfg.mamba2.d_conv),
             "mamba2_ssd": sum(ssd.values()),
         }
     if kind == "a":
