@@ -77,8 +77,9 @@ def test_block_config_keeps_the_preset_and_sizes_missing_sections():
 
 def test_cli_runs_on_cpu_and_writes_json_csv_png(tmp_path):
     out = [str(tmp_path / n) for n in ("b.json", "b.csv", "b.png")]
-    args = ["blocks", *TINY, "--block", "mamba2", "--block", "attention", "--block", "shared", "--pass", "fwd",
-            "--pass", "fwd_bwd", "--json", out[0], "--csv", out[1], "--plot", out[2]]  # fmt: skip
+    args = ["blocks", *TINY, "--block", "mamba2", "--block", "attention", "--block", "shared",
+            "--pass", "fwd", "--pass", "fwd_bwd"]  # fmt: skip
+    args += ["--json", out[0], "--csv", out[1], "--plot", out[2]]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "mamba2" in result.output and "TFLOP/s" in result.output
@@ -108,7 +109,10 @@ def test_sweep_file_and_flags(tmp_path):
         (["--batch", "-2"], "batch must be a positive integer"),
         (["--pass", "both"], "unknown pass 'both'"),
         (["--d-model", "100", "--block", "mamba2"], "block mamba2 at d_model=100: mamba2.headdim"),
-        (["--d-model", "72", "--block", "attention", "--set", "attention.n_heads=5"], "must divide d_model=72"),
+        (
+            ["--d-model", "72", "--block", "attention", "--set", "attention.n_heads=5"],
+            "must divide d_model=72",
+        ),
         (["--dtype", "bfloat16"], "dtype bfloat16 on CPU is emulated and ~300x slower"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--dtype", "int8"], "cuda|int8"),
         (["--set", "mlp.activation"], "--set expects field=value"),

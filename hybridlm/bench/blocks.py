@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 import yaml
 from torch import nn
 
+from hybridlm.bench.gemm import resolve_device
 from hybridlm.bench.report import Record
 from hybridlm.bench.timing import Stats, time_trials, warm_up
 from hybridlm.config import ModelConfig
@@ -60,7 +62,7 @@ class BlockSweep:
     config: str = "zamba2-20m"
     blocks: list[str] = field(default_factory=lambda: list(BLOCKS))
     d_model: list[int] = field(default_factory=list)  # empty: the config's own
-    seq_len: list[int] = field(default_factory=lambda: [256, 1024])
+    seq_len: list[int] = field(default_factory=lambda: [64, 256])
     batch: list[int] = field(default_factory=lambda: [1])
     passes: list[str] = field(default_factory=lambda: list(PASSES))
     threads: list[int] = field(default_factory=list)  # empty: torch's current setting
@@ -74,16 +76,26 @@ class BlockSweep:
     def check(self) -> None:
         unknown = [b for b in self.blocks if b not in BLOCKS]
         if unknown or not self.blocks:
-            raise HybridLMError(f"unknown block {unknown[0] if unknown else '(none)'!r}; allowed: {', '.join(BLOCKS)}")
+            raise HybridLMError(
+                f"unknown block {unknown[0] if unknown else '(none)'!r}; allowed: {', '.join(BLOCKS)}"
+            )
         bad_pass = [p for p in self.passes if p not in PASSES]
         if bad_pass or not self.passes:
-            raise HybridLMError(f"unknown pass {bad_pass[0] if bad_pass else '(none)'!r}; allowed: {', '.join(PASSES)}")
+            raise HybridLMError(
+                f"unknown pass {bad_pass[0] if bad_pass else '(none)'!r}; allowed: {', '.join(PASSES)}"
+            )
         for name in ("d_model", "seq_len", "batch", "threads"):
             for v in getattr(self, name):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                     raise HybridLMError(f"{name} must be a positive integer, got {v!r}")
-        if self.trials < 1 or self.warmup < 0:
-            raise HybridLMError(f"need trials >= 1 and warmup >= 0, got trials={self.trials}, warmup={self.warmup}")
+        if (
+            not all(isinstance(v, int) for v in (self.trials, self.warmup))
+            or self.trials < 1
+            or self.warmup < 0
+        ):
+            raise HybridLMError(
+                f"need trials >= 1 and warmup >= 0, got trials={self.trials}, warmup={self.warmup}"
+            )
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -109,20 +121,11 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         if name in ("blocks", "passes", "d_model", "seq_len", "batch", "threads"):
             value = list(value) if isinstance(value, list) else [value]
         elif name == "overrides" and not isinstance(value, dict):
-            raise HybridLMError(f"{p}: 'set' must map dotted config fields to values, e.g. mlp.activation: silu")
+            raise HybridLMError(
+                f"{p}: 'set' must map dotted config fields to values, e.g. mlp.activation: silu"
+            )
         out[name] = value
     return out
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HybridLMError(f"device {device} asked for, but CUDA is not available; use cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise HybridLMError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N") from None
 
 
 def resolve_dtype(dtype: str, device: torch.device, force: bool = False) -> torch.dtype:
@@ -132,12 +135,15 @@ def resolve_dtype(dtype: str, device: torch.device, force: bool = False) -> torc
     if dtype not in DTYPES:
         raise HybridLMError(f"unknown dtype {dtype!r}; allowed: auto, {', '.join(DTYPES)}")
     if device.type == "cpu" and dtype != "float32" and not force:
-        raise HybridLMError(f"dtype {dtype} on CPU is emulated and ~300x slower than float32; use float32 or --force")
+        raise HybridLMError(
+            f"dtype {dtype} on CPU is emulated and ~300x slower than float32; use float32 or --force"
+        )
     return DTYPES[dtype]
 
 
-def block_config(cfg: ModelConfig, block: str, d_model: int | None = None,
-                 overrides: dict[str, Any] | None = None) -> ModelConfig:
+def block_config(
+    cfg: ModelConfig, block: str, d_model: int | None = None, overrides: dict[str, Any] | None = None
+) -> ModelConfig:
     """The config of one block: `cfg` at `d_model` with a one-token layer pattern, so validation
     checks exactly this block's section at this width. A config without attention layers has only the
     default attention section; it gets heads of width 64 where d_model allows."""
@@ -187,7 +193,9 @@ class PassRunner:
         p = next(module.parameters())
         shape = (batch, seq_len, module_width(module))
         self.module = module
-        self.inputs = [torch.randn(shape, dtype=p.dtype, device=p.device, requires_grad=True) for _ in range(n_inputs)]
+        self.inputs = [
+            torch.randn(shape, dtype=p.dtype, device=p.device, requires_grad=True) for _ in range(n_inputs)
+        ]
         self.grad_out = torch.randn(shape, dtype=p.dtype, device=p.device)
         self.pass_ = pass_
         self.out: torch.Tensor | None = None
@@ -259,6 +267,32 @@ def _proc_status_kb(key: str) -> int:
     raise OSError(f"/proc/self/status has no {key}")
 
 
+def time_pass(
+    module: nn.Module,
+    cfg: ModelConfig,
+    block: str,
+    batch: int,
+    seq_len: int,
+    pass_: str,
+    sweep: BlockSweep,
+    device: torch.device,
+) -> Record:
+    """Time one pass of one block at (batch, seq_len); the record without config and threads."""
+    runner = PassRunner(module, 2 if BLOCKS[block] == "g" else 1, batch, seq_len, pass_)
+    s = Stats.of(
+        time_trials(runner.fn, warmup=sweep.warmup, trials=sweep.trials, device=device, setup=runner.setup)
+    )
+    flops = block_flops(cfg, block, batch, seq_len, pass_)
+    dtype = next(module.parameters()).dtype
+    return {
+        "block": block, "kind": BLOCKS[block], "batch": batch, "seq_len": seq_len, "d_model": cfg.d_model,
+        "pass": pass_, "dtype": str(dtype).removeprefix("torch."), "device": device.type,
+        "time_s": s.median, "time_min_s": s.min, "time_max_s": s.max, "trials": s.n, "warmup": sweep.warmup,
+        "flops": flops, "tflops": flops / s.median / 1e12, "tokens_per_s": batch * seq_len / s.median,
+        "mem_bytes": measure_memory(runner, device),
+    }  # fmt: skip
+
+
 def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> list[Record]:
     """Time every (threads, d_model, block, batch, seq_len, pass) of the sweep; one record each."""
     sweep.check()
@@ -275,30 +309,14 @@ def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> lis
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             warm_up(device)
-            for (d, block), cfg in configs.items():
+            for (_, block), cfg in configs.items():
                 torch.manual_seed(0)
                 module = build_block(cfg, block).to(device=device, dtype=dtype)
-                n_inputs = 2 if BLOCKS[block] == "g" else 1
-                for batch in sweep.batch:
-                    for seq_len in sweep.seq_len:
-                        for pass_ in sweep.passes:
-                            runner = PassRunner(module, n_inputs, batch, seq_len, pass_)
-                            samples = time_trials(runner.fn, warmup=sweep.warmup, trials=sweep.trials,
-                                                  device=device, setup=runner.setup)  # fmt: skip
-                            s = Stats.of(samples)
-                            flops = block_flops(cfg, block, batch, seq_len, pass_)
-                            records.append({
-                                "block": block, "kind": BLOCKS[block], "config": base_cfg.name, "batch": batch,
-                                "seq_len": seq_len, "d_model": d, "pass": pass_, "threads": n_threads,
-                                "dtype": str(dtype).removeprefix("torch."), "device": device.type,
-                                "time_s": s.median, "time_min_s": s.min, "time_max_s": s.max,
-                                "trials": s.n, "warmup": sweep.warmup, "flops": flops,
-                                "tflops": flops / s.median / 1e12, "tokens_per_s": batch * seq_len / s.median,
-                                "mem_bytes": measure_memory(runner, device),
-                            })  # fmt: skip
-                            del runner
-                            if progress is not None:
-                                progress(len(records), total, f"{block} b={batch} s={seq_len} {pass_}")
+                for batch, seq_len, pass_ in itertools.product(sweep.batch, sweep.seq_len, sweep.passes):
+                    rec = time_pass(module, cfg, block, batch, seq_len, pass_, sweep, device)
+                    records.append({"block": block, "config": base_cfg.name, "threads": n_threads, **rec})
+                    if progress is not None:
+                        progress(len(records), total, f"{block} b={batch} s={seq_len} {pass_}")
     finally:
         torch.set_num_threads(saved_threads)
     return records
