@@ -293,14 +293,21 @@ def time_pass(
     }  # fmt: skip
 
 
-def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> list[Record]:
-    """Time every (threads, d_model, block, batch, seq_len, pass) of the sweep; one record each."""
+def plan_blocks(sweep: BlockSweep):
+    """Check the sweep and build every block's config before anything runs: (device, dtype, the base
+    config, {(d_model, block): config}). Any bad input fails here, as one line."""
     sweep.check()
     device = resolve_device(sweep.device)
     dtype = resolve_dtype(sweep.dtype, device, sweep.force)
     base_cfg = resolve_config(sweep.config)
     d_models = sweep.d_model or [base_cfg.d_model]
     configs = {(d, b): block_config(base_cfg, b, d, sweep.overrides) for d in d_models for b in sweep.blocks}
+    return device, dtype, base_cfg, configs
+
+
+def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> list[Record]:
+    """Time every (threads, d_model, block, batch, seq_len, pass) of the sweep; one record each."""
+    device, dtype, base_cfg, configs = plan_blocks(sweep)
     threads = sweep.threads or [torch.get_num_threads()]
     total = len(threads) * len(configs) * len(sweep.batch) * len(sweep.seq_len) * len(sweep.passes)
     records: list[Record] = []

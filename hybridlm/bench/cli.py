@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hybridlm.bench import report
-from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, run_blocks
+from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, plan_blocks, run_blocks
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
 from hybridlm.bench.compare import compare_records
@@ -94,6 +94,7 @@ def blocks(
     if set_:
         fields["overrides"] = {**fields.get("overrides", {}), **_parse_overrides(set_)}
     config_sweep = BlockSweep(**fields, force=force)
+    plan_blocks(config_sweep)  # bad input fails before the progress bar starts
     with progress_bar("blocks") as update:
         records = run_blocks(config_sweep, progress=update)
     _blocks_table(records)
