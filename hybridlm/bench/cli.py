@@ -1,4 +1,4 @@
-"""`hybridlm bench ...`: thin typer commands over the bench API (comms, gemm, compare)."""
+"""`hybridlm bench ...`: thin typer commands over the bench API (blocks, comms, gemm, compare)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hybridlm.bench import report
+from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, plan_blocks, run_blocks
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
 from hybridlm.bench.compare import compare_records
 from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
+from hybridlm.errors import HybridLMError
 
 app = typer.Typer(
-    help="Benchmarks: collectives (comms), GEMM shapes (gemm), comparing runs.", no_args_is_help=True
+    help="Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), comparing runs.",
+    no_args_is_help=True,
 )
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the records (a JSON list) here.")]
@@ -45,6 +49,102 @@ def progress_bar(label: str) -> Iterator:
             bar.update(task, completed=done, total=total, description=" ".join(map(str, what)), refresh=True)
 
         yield update
+
+
+@app.command()
+def blocks(
+    config: Annotated[
+        str | None, typer.Option(help="Preset or config file the blocks are built from.")
+    ] = None,
+    block: Annotated[
+        list[str] | None, typer.Option("--block", help=f"Repeatable: {', '.join(BLOCKS)}; default all.")
+    ] = None,
+    d_model: Annotated[list[int] | None, typer.Option(help="Repeatable; default the config's.")] = None,
+    seq_len: Annotated[list[int] | None, typer.Option(help="Repeatable; default 64 and 256.")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="Repeatable; default 1.")] = None,
+    pass_: Annotated[
+        list[str] | None, typer.Option("--pass", help=f"Repeatable: {', '.join(PASSES)}; default all.")
+    ] = None,
+    threads: Annotated[
+        list[int] | None, typer.Option(help="Repeatable CPU thread counts; default torch's.")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed calls per point (default 1).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Timed calls per point (default 3).")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Repeatable config override, e.g. mlp.activation=silu.")
+    ] = None,
+    sweep: Annotated[
+        Path | None, typer.Option(help="YAML sweep (keys as these flags); flags override it.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Allow half precision on CPU (emulated, very slow).")] = False,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Time forward, backward and forward+backward of each block type; TFLOP/s from the planner's FLOPs."""
+    fields = load_sweep(sweep) if sweep is not None else {}
+    flags = {"config": config, "blocks": block, "d_model": d_model, "seq_len": seq_len, "batch": batch,
+             "passes": pass_, "threads": threads, "warmup": warmup, "trials": trials, "dtype": dtype,
+             "device": device}  # fmt: skip
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    if set_:
+        fields["overrides"] = {**fields.get("overrides", {}), **_parse_overrides(set_)}
+    config_sweep = BlockSweep(**fields, force=force)
+    plan_blocks(config_sweep)  # bad input fails before the progress bar starts
+    with progress_bar("blocks") as update:
+        records = run_blocks(config_sweep, progress=update)
+    _blocks_table(records)
+    report.write_outputs(records, json_path, csv_path)
+    if plot is not None:
+        r = records[0]
+        varied = [k for k in ("pass", "d_model", "batch", "threads") if len({x[k] for x in records}) > 1]
+        rows = [{**x, "series": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
+        report.plot_series(
+            rows, x="seq_len", y="tokens_per_s", group="series", path=plot, logx=True, logy=True,
+            title=f"block throughput ({r['config']}, {r['device']}, {r['dtype']})",
+            xlabel="sequence length (tokens)", ylabel="tokens/s",
+        )  # fmt: skip
+
+
+def _blocks_table(records: list[report.Record]) -> None:
+    varying = [k for k in ("threads", "dtype") if len({r[k] for r in records}) > 1]
+    ms = lambda v: f"{v * 1e3:.2f}"  # noqa: E731
+    cols = [Column(k, k) for k in ("block", "batch", "seq_len", "d_model", "pass", *varying)]
+    cols += [
+        Column("time_s", "ms (median)", ms),
+        Column("time_min_s", "min", ms),
+        Column("time_max_s", "max", ms),
+    ]
+    cols += [
+        Column("tokens_per_s", "tokens/s", lambda v: f"{v:,.0f}"),
+        Column("tflops", "TFLOP/s", fmt_float(3)),
+    ]
+    cols += [Column("mem_bytes", "mem MiB", lambda v: f"{v / 2**20:.1f}")]
+    r0 = records[0]
+    threads = "" if "threads" in varying else f", threads={r0['threads']}"
+    mem = "peak allocated" if r0["device"] == "cuda" else "peak RSS delta"
+    where = f"{r0['device']}, {r0['dtype']}{threads}"
+    report.render_table(
+        records, cols, f"blocks of {r0['config']}: {where}; {r0['trials']} trials; mem = {mem}"
+    )
+
+
+def _label(key: str, value: object) -> str:
+    return str(value) if key == "pass" else f"{ {'d_model': 'd', 'batch': 'b', 'threads': 't'}[key] }={value}"
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise HybridLMError(f"--set expects field=value (e.g. mlp.activation=silu), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 @app.command()

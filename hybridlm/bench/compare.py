@@ -12,7 +12,7 @@ from hybridlm.errors import HybridLMError
 
 MEASURED = {
     "time_s", "time_min_s", "time_max_s", "time_p99_s", "algbw_gbps", "busbw_gbps",
-    "tflops", "useful_tflops", "wrong", "trials", "warmup",
+    "tflops", "useful_tflops", "wrong", "trials", "warmup", "tokens_per_s", "mem_bytes",
 }  # fmt: skip
 ENVIRONMENT = {"backend", "device", "dtype"}
 RATES = ("busbw_gbps", "tflops")  # the throughput shown beside the times, first one present

@@ -110,6 +110,7 @@ def plot_series(
     xlabel: str,
     ylabel: str,
     logx: bool = False,
+    logy: bool = False,
     marks: Sequence[tuple[float, str]] = (),
 ) -> None:
     """One line per value of `group`, `y` against `x`; `marks` draws labelled vertical lines."""
@@ -130,6 +131,8 @@ def plot_series(
         ax.annotate(label, (xv, ax.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="right")
     if logx:
         ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
