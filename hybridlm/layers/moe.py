@@ -43,23 +43,27 @@ class MoE(nn.Module):
         counts = torch.bincount(flat_experts, minlength=self.n_experts)
         token_of = order // self.top_k
         start = 0
+        # unbind once: indexing self.up[e] per expert would make autograd zero-fill a full-size gradient each
+        ups, downs = self.up.unbind(0), self.down.unbind(0)
+        up_biases = self.up_bias.unbind(0) if self.up_bias is not None else None
+        down_biases = self.down_bias.unbind(0) if self.down_bias is not None else None
         for e, n in enumerate(counts.tolist()):
             if n == 0:
                 continue
             slots = order[start:start + n]
             rows = token_of[start:start + n]
             start += n
-            h = x[rows] @ self.up[e].t()
-            if self.up_bias is not None:
-                h = h + self.up_bias[e]
+            h = x[rows] @ ups[e].t()
+            if up_biases is not None:
+                h = h + up_biases[e]
             if self.gated:
                 gate, up = h.chunk(2, dim=-1)
                 h = self.act(gate) * up
             else:
                 h = self.act(h)
-            y = h @ self.down[e].t()
-            if self.down_bias is not None:
-                y = y + self.down_bias[e]
+            y = h @ downs[e].t()
+            if down_biases is not None:
+                y = y + down_biases[e]
             out.index_add_(0, rows, y * weights.flatten()[slots, None])
         fraction = counts.float() / flat_experts.numel()
         aux = self.n_experts * (fraction * probs.mean(0)).sum()

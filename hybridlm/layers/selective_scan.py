@@ -24,8 +24,9 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
     dBx = (dt * x)[..., None] * B[:, :, :, None, :]  # (b, l, h, p, n)
     state = initial_state.float() if initial_state is not None else x.new_zeros(b, h, p, n)
     states = []
-    for t in range(l):
-        state = dA[:, t] * state + dBx[:, t]
+    # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
+    for decay, inp in zip(dA.unbind(1), dBx.unbind(1), strict=True):
+        state = decay * state + inp
         states.append(state)
     y = torch.einsum("blhpn,blhn->blhp", torch.stack(states, dim=1), C)
     return y, state
