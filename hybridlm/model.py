@@ -45,8 +45,9 @@ def build_sublayer(kind: str, cfg: ModelConfig) -> nn.Module:
                       m.inner_norms, cfg.norm_eps, m.dt_min, m.dt_max, m.dt_init_floor)
     if kind == "m":
         m = cfg.mamba2
-        return Mamba2(d, m.d_state, m.d_conv, m.expand, m.headdim, m.ngroups, m.chunk_size, m.conv_bias, m.proj_bias,
-                      m.norm_eps, m.dt_limit, m.dt_clamp_in_step, m.dt_min, m.dt_max, m.dt_init_floor)
+        return Mamba2(d, m.d_state, m.d_conv, m.expand, m.headdim, m.ngroups, m.chunk_size, m.cpu_chunk_size,
+                      m.conv_bias, m.proj_bias, m.norm_eps, m.dt_limit, m.dt_clamp_in_step, m.dt_min, m.dt_max,
+                      m.dt_init_floor)
     if kind == "a":
         a = cfg.attention
         return Attention(d, d, a.n_heads, cfg.attention_kv_heads, cfg.attention_head_dim, a.rope, a.rope_theta,

@@ -39,7 +39,7 @@ def test_record_flops_are_the_planners_for_every_block_and_pass(records):
     assert {(r["block"], r["pass"]) for r in records} == {(b, p) for b in BLOCKS for p in PASSES}
     for r in records:
         assert REQUIRED <= set(r)
-        f = sublayer_flops(block_config(cfg, r["block"]), BLOCKS[r["block"]], r["batch"], r["seq_len"])
+        f = sublayer_flops(block_config(cfg, r["block"]), BLOCKS[r["block"]], r["batch"], r["seq_len"], device="cpu")
         assert r["flops"] == {"fwd": f["fwd"], "bwd": f["bwd"], "fwd_bwd": f["fwd"] + f["bwd"]}[r["pass"]]
         assert r["flops"] > 0 and r["time_s"] > 0 and r["time_min_s"] <= r["time_s"] <= r["time_max_s"]
         assert r["tflops"] == pytest.approx(r["flops"] / r["time_s"] / 1e12)
@@ -51,7 +51,7 @@ def test_record_flops_are_the_planners_for_every_block_and_pass(records):
 def test_timed_code_runs_exactly_the_planners_flops(block):
     """FlopCounterMode over the very calls that are timed: the planner's count, nothing else."""
     cfg = block_config(ModelConfig.from_preset("zamba2-tiny"), block)
-    planner = sublayer_flops(cfg, BLOCKS[block], 2, 24)
+    planner = sublayer_flops(cfg, BLOCKS[block], 2, 24, device="cpu")
     module = build_block(cfg, block)
     for pass_, expected in (("fwd", planner["fwd"]), ("bwd", planner["bwd"]),
                             ("fwd_bwd", planner["fwd"] + planner["bwd"])):  # fmt: skip

@@ -108,3 +108,14 @@ def test_user_errors_are_clear():
         model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
     with pytest.raises(HybridLMError, match="ModelConfig"):
         HybridLM({"d_model": 4})
+
+
+def test_ssd_chunk_size_changes_speed_not_results():
+    base = ModelConfig.from_preset("mamba2-tiny")
+    torch.manual_seed(0)
+    a = HybridLM(base.replace(**{"mamba2.chunk_size": 256, "mamba2.cpu_chunk_size": None})).eval()
+    b = HybridLM(base.replace(**{"mamba2.chunk_size": 256})).eval()  # CPU path: chunk 64
+    b.load_state_dict(a.state_dict())
+    ids = torch.randint(0, 500, (2, 150))
+    with torch.no_grad():
+        assert torch.allclose(a(ids).logits, b(ids).logits, atol=1e-4)

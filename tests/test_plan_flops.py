@@ -68,7 +68,7 @@ def test_forward_and_backward_match_flop_counter(name, seq_len):
     cfg = _config(name)
     batch = 2
     fwd, train, _ = _measure(cfg, batch, seq_len)
-    r = flops(cfg, seq_len, batch=batch)
+    r = flops(cfg, seq_len, batch=batch, device="cpu")
     tokens = batch * seq_len
     assert r.forward_per_token * tokens == pytest.approx(fwd, rel=1e-9)
     assert r.train_per_token * tokens == pytest.approx(train, rel=1e-9)
@@ -82,7 +82,7 @@ def test_random_configs_match_flop_counter(seed):
         cfg = random_config(1000 + seed, small=True)
         seed += 100
     fwd, train, _ = _measure(cfg, 1, 21)
-    r = flops(cfg, 21)
+    r = flops(cfg, 21, device="cpu")
     assert r.forward_per_token * 21 == pytest.approx(fwd, rel=1e-9), cfg.to_dict()
     assert r.train_per_token * 21 == pytest.approx(train, rel=1e-9), cfg.to_dict()
 
@@ -91,7 +91,7 @@ def test_random_configs_match_flop_counter(seed):
 def test_full_recompute_matches_gradient_checkpointing(name):
     cfg = _config(name)
     _, train, _ = _measure(cfg, 2, 24, checkpointing=True)
-    r = flops(cfg, 24, batch=2, recompute="full")
+    r = flops(cfg, 24, batch=2, recompute="full", device="cpu")
     assert r.train_per_token_with_recompute * 48 == pytest.approx(train, rel=1e-9)
     assert r.train_per_token_with_recompute > r.train_per_token
 
@@ -99,7 +99,7 @@ def test_full_recompute_matches_gradient_checkpointing(name):
 def test_attention_core_is_counted_by_the_sdpa_op():
     cfg = _config("transformer-tiny")
     _, _, ops = _measure(cfg, 2, 40)
-    r = flops(cfg, 40, batch=2)
+    r = flops(cfg, 40, batch=2, device="cpu")
     core = r.by_component["attention_core"] * 80
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu"] == core
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 2 * core
@@ -175,3 +175,13 @@ def test_known_cookbook_errors_are_not_repeated():
 def test_bad_arguments_name_the_problem(kwargs, msg):
     with pytest.raises(ConfigError, match=msg):
         flops(ModelConfig.from_preset("mamba-tiny"), **kwargs)
+
+
+def test_cpu_path_caps_the_chunk_and_the_planner_follows():
+    """Published Zamba2 configs say chunk 256 (GPU kernels); the CPU path runs min(256, cpu_chunk_size)."""
+    cfg = _config("mamba2-tiny").replace(**{"mamba2.chunk_size": 256, "mamba2.cpu_chunk_size": 16})
+    assert cfg.mamba2.chunk_for("cpu") == 16 and cfg.mamba2.chunk_for("cuda") == 256
+    fwd, train, _ = _measure(cfg, 2, 40)
+    cpu, gpu = flops(cfg, 40, batch=2, device="cpu"), flops(cfg, 40, batch=2, device="cuda")
+    assert cpu.forward_per_token * 80 == pytest.approx(fwd, rel=1e-9)
+    assert gpu.forward_per_token > cpu.forward_per_token  # 40 tokens padded to one 256-chunk on GPU

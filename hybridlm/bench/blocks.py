@@ -180,9 +180,9 @@ def build_block(cfg: ModelConfig, block: str) -> nn.Module:
     return SharedUnit(cfg) if kind == "g" else Block(kind, cfg)
 
 
-def block_flops(cfg: ModelConfig, block: str, batch: int, seq_len: int, pass_: str) -> int:
-    """The planner's FLOPs for one pass of `block` (built from `cfg`, see block_config)."""
-    f = sublayer_flops(cfg, BLOCKS[block], batch, seq_len)
+def block_flops(cfg: ModelConfig, block: str, batch: int, seq_len: int, pass_: str, device_type: str = "cpu") -> int:
+    """The planner's FLOPs for one pass of `block` (built from `cfg`, see block_config) on a device type."""
+    f = sublayer_flops(cfg, BLOCKS[block], batch, seq_len, device=device_type)
     return {"fwd": f["fwd"], "bwd": f["bwd"], "fwd_bwd": f["fwd"] + f["bwd"]}[pass_]
 
 
@@ -282,7 +282,7 @@ def time_pass(
     s = Stats.of(
         time_trials(runner.fn, warmup=sweep.warmup, trials=sweep.trials, device=device, setup=runner.setup)
     )
-    flops = block_flops(cfg, block, batch, seq_len, pass_)
+    flops = block_flops(cfg, block, batch, seq_len, pass_, device.type)
     dtype = next(module.parameters()).dtype
     return {
         "block": block, "kind": BLOCKS[block], "batch": batch, "seq_len": seq_len, "d_model": cfg.d_model,

@@ -16,14 +16,16 @@ from hybridlm.layers.ssd import ssd_chunked, ssd_step
 
 class Mamba2(nn.Module):
     def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2, headdim: int = 64,
-                 ngroups: int = 1, chunk_size: int = 64, conv_bias: bool = True, proj_bias: bool = False,
+                 ngroups: int = 1, chunk_size: int = 64, cpu_chunk_size: int | None = 64, conv_bias: bool = True,
+                 proj_bias: bool = False,
                  norm_eps: float = 1e-5, dt_limit: tuple[float, float] = (0.0, math.inf),
                  dt_clamp_in_step: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4):
         super().__init__()
         self.d_inner = expand * d_model
         self.n_heads = self.d_inner // headdim
-        self.headdim, self.d_state, self.ngroups, self.chunk_size = headdim, d_state, ngroups, chunk_size
+        self.headdim, self.d_state, self.ngroups = headdim, d_state, ngroups
+        self.chunk_size, self.cpu_chunk_size = chunk_size, cpu_chunk_size  # see Mamba2Config.chunk_for
         self.dt_limit, self.dt_clamp_in_step = tuple(dt_limit), dt_clamp_in_step
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.n_heads, bias=proj_bias)
@@ -81,7 +83,10 @@ class Mamba2(nn.Module):
             y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial,
                               return_final_states=True)
         else:
-            y, final = ssd_chunked(x, dt, A, B, C, self.chunk_size, initial)
+            chunk = self.chunk_size
+            if x.device.type == "cpu" and self.cpu_chunk_size is not None:
+                chunk = min(chunk, self.cpu_chunk_size)
+            y, final = ssd_chunked(x, dt, A, B, C, chunk, initial)
         if cache is not None:
             cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()[:, None]

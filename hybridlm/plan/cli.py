@@ -57,6 +57,8 @@ def plan(
     zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (shards over the data-parallel degree)."),
     recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
     attention: str = typer.Option("kernel", "--attention", help="kernel (full s^2, headline) | causal"),
+    device: str = typer.Option("cuda", "--device", help="cuda | cpu: the SSD chunk size the FLOPs assume "
+                               "(GPU kernels use mamba2.chunk_size, the CPU path caps it at cpu_chunk_size)"),
     dtype_bytes: int = typer.Option(2, "--dtype-bytes", help="Bytes per weight/activation (2 for bf16)."),
     accelerator: str = typer.Option(
         "h100", "--accelerator", help="a100 | h100 | h200 | b200 | mi300x | peak FLOP/s"
@@ -101,11 +103,14 @@ def plan(
         zero=zero,
         recompute=recompute,
         attention=attention,
+        device=device,
         dtype_bytes=dtype_bytes,
         accelerator=accelerator,
         days=days,
         mfu=mfu,
     )
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"--device must be cuda or cpu, got {device!r}")
     plans = [build_plan(c, **kw) for c in cfgs]
     if plot:
         plot_compare(cfgs, plot, batch=batch, dtype_bytes=dtype_bytes)

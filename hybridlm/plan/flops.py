@@ -61,7 +61,7 @@ def matmul_flops(contracted: int, others: int) -> int:
     return 2 * contracted * others
 
 
-def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
+def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int, device: str = "cuda") -> dict[str, int]:
     """The four batched matmuls of `hybridlm.layers.ssd.ssd_chunked` on the sequence padded to a multiple
     of the chunk size Q (pad = (-l) % Q), per layer:
       cb      C B^T within each chunk, per group:        2 b Lp Q G N
@@ -69,9 +69,10 @@ def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
       states  each chunk's final state:                  2 b Lp H P N
       y_off   C_t exp(a) S_c from the chunk start state:  2 b Lp H P N
     The intra-chunk terms grow with Q, the state terms with N; the chunk-to-chunk recurrence is
-    elementwise."""
+    elementwise. Q is the chunk the model uses on `device` (`Mamba2Config.chunk_for`: GPU kernels use
+    chunk_size, the CPU path caps it at cpu_chunk_size)."""
     m = cfg.mamba2
-    q, g, n, h, p = m.chunk_size, m.ngroups, m.d_state, cfg.mamba2_n_heads, m.headdim
+    q, g, n, h, p = m.chunk_for(device), m.ngroups, m.d_state, cfg.mamba2_n_heads, m.headdim
     lp = seq_len + (-seq_len) % q
     return {
         "cb": matmul_flops(n, batch * lp * q * g),
@@ -82,7 +83,7 @@ def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
 
 
 def sublayer_terms(
-    cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel"
+    cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel", device: str = "cuda"
 ) -> dict[str, int]:
     """Forward FLOPs of ONE sub-layer of `kind` (r, m, a, f, e, g) on (batch, seq_len), by term."""
     t, d = batch * seq_len, cfg.d_model
@@ -97,7 +98,7 @@ def sublayer_terms(
             "mamba1_scan": einsum_flops(n, t * di),  # y = C . state (the recurrence itself is elementwise)
         }
     if kind == "m":
-        ssd = ssd_flops(cfg, batch, seq_len)
+        ssd = ssd_flops(cfg, batch, seq_len, device)
         return {
             "mamba2_proj": linear_flops(t, d, mamba2_in_proj_width(cfg))
             + linear_flops(t, cfg.mamba2_d_inner, d),
@@ -142,11 +143,12 @@ def sublayer_terms(
     raise ConfigError(f"unknown layer kind {kind!r}; allowed: r, m, a, f, e, g")
 
 
-def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel") -> dict:
+def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel",
+                   device: str = "cuda") -> dict:
     """Forward and backward FLOPs of one sub-layer of `kind` at (batch, seq_len): dict(fwd=, bwd=, terms=)."""
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("attention", attention, ATTENTION)
-    terms = sublayer_terms(cfg, kind, batch, seq_len, attention)
+    terms = sublayer_terms(cfg, kind, batch, seq_len, attention, device)
     fwd = sum(terms.values())
     return {"fwd": fwd, "bwd": BACKWARD_FACTOR * fwd, "terms": terms}
 
@@ -217,10 +219,11 @@ class FlopReport:
         } | {"by_component": dict(self.by_component)}
 
 
-def forward_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str = "kernel") -> dict[str, int]:
+def forward_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str = "kernel",
+                  device: str = "cuda") -> dict[str, int]:
     """Whole-model forward FLOPs on (batch, seq_len), summed by term over the layer stack."""
     out: dict[str, int] = {"logits": logits_flops(cfg, batch * seq_len)}
-    per_kind = {k: sublayer_terms(cfg, k, batch, seq_len, attention) for k in set(cfg.tokens)}
+    per_kind = {k: sublayer_terms(cfg, k, batch, seq_len, attention, device) for k in set(cfg.tokens)}
     for kind in cfg.tokens:
         for name, v in per_kind[kind].items():
             out[name] = out.get(name, 0) + v
@@ -228,13 +231,16 @@ def forward_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str = "
 
 
 def flops(
-    cfg: ModelConfig, seq_len: int, *, batch: int = 1, recompute: str = "none", attention: str = "kernel"
+    cfg: ModelConfig, seq_len: int, *, batch: int = 1, recompute: str = "none", attention: str = "kernel",
+    device: str = "cuda",
 ) -> FlopReport:
-    """FLOPs of HybridLM(cfg) on sequences of `seq_len` tokens (see the module docstring for what counts)."""
+    """FLOPs of HybridLM(cfg) on sequences of `seq_len` tokens (see the module docstring for what counts).
+    `device` matters only for the SSD chunk size (`Mamba2Config.chunk_for`): 'cuda' (planning GPU runs) or
+    'cpu' (what the PyTorch path runs here)."""
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("recompute", recompute, RECOMPUTE)
     _check_choice("attention", attention, ATTENTION)
-    terms = forward_terms(cfg, batch, seq_len, attention)
+    terms = forward_terms(cfg, batch, seq_len, attention, device)
     fwd = sum(terms.values())
     if recompute == "none":
         extra = 0

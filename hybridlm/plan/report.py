@@ -32,14 +32,15 @@ def build_plan(
     accelerator: str | float = "h100",
     days: float | None = None,
     mfu: float = 0.4,
+    device: str = "cuda",
 ) -> dict:
     """Everything the planner knows about `cfg`, as plain data (the `--json` output).
 
     Stable keys: params.total, params.active, flops.forward_per_token, flops.train_per_token,
     memory.inference_cache_bytes (for `batch` sequences of `seq_len` tokens)."""
     p = params(cfg)
-    f = flops(cfg, seq_len, batch=batch, recompute=recompute, attention=attention)
-    causal = flops(cfg, seq_len, batch=batch, recompute=recompute, attention="causal")
+    f = flops(cfg, seq_len, batch=batch, recompute=recompute, attention=attention, device=device)
+    causal = flops(cfg, seq_len, batch=batch, recompute=recompute, attention="causal", device=device)
     m = memory(
         cfg,
         batch=batch,

@@ -114,7 +114,7 @@ def _train(
     n_global = t.batch_size * cfg.data.seq_len  # target tokens per optimizer step (every label is valid)
     logger = MetricsLogger(out, start, enabled=ctx.is_main)
     bar = ProgressBar(t.steps, start, enabled=show and ctx.is_main)
-    fpt = train_flops_per_token(mcfg, cfg.data.seq_len)
+    fpt = train_flops_per_token(mcfg, cfg.data.seq_len, device.type)
     meter = Throughput(fpt, peak_flops(device, t.peak_flops) if fpt is not None else None)
     last_loss, last_eval, skipped_total = float("nan"), None, 0
 

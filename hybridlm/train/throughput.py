@@ -17,12 +17,10 @@ from hybridlm.config import ModelConfig
 _GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float | None:
-    try:
-        from hybridlm.plan import flops
-    except ImportError:
-        return None
-    return float(flops(cfg, seq_len=seq_len).train_per_token)
+def train_flops_per_token(cfg: ModelConfig, seq_len: int, device_type: str = "cuda") -> float:
+    from hybridlm.plan import flops
+
+    return float(flops(cfg, seq_len=seq_len, device=device_type).train_per_token)
 
 
 @cache
