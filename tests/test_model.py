@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from hybridlm import HybridLM, HybridLMError, ModelConfig
+from hybridlm.config.presets import tiny_presets
 
-TINY = ["zamba2-tiny", "zamba-tiny", "mamba-tiny", "mamba2-tiny", "transformer-tiny", "moe-tiny",
-        "blackmamba-tiny", "jamba-tiny"]
+TINY = tiny_presets()
 
 
 def tiny(name):

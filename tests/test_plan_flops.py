@@ -6,20 +6,12 @@ import torch
 from _plan_helpers import count_flops, random_config
 
 from hybridlm import HybridLM, ModelConfig
+from hybridlm.config.presets import tiny_presets
 from hybridlm.errors import ConfigError
 from hybridlm.plan import flops, sublayer_flops
 from hybridlm.plan.flops import ssd_flops
 
-TINY = [
-    "zamba2-tiny",
-    "zamba-tiny",
-    "mamba-tiny",
-    "mamba2-tiny",
-    "transformer-tiny",
-    "moe-tiny",
-    "blackmamba-tiny",
-    "jamba-tiny",
-]
+TINY = tiny_presets()
 VARIANTS = {  # GQA in the shared block, LoRA off, ngroups > 1, LayerNorm + biases, plain MLP/MoE
     "zamba2-gqa-ngroups": (
         "zamba2-tiny",

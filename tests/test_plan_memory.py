@@ -4,20 +4,12 @@ import pytest
 import torch
 
 from hybridlm import HybridLM, ModelConfig
+from hybridlm.config.presets import tiny_presets
 from hybridlm.errors import ConfigError
 from hybridlm.plan import memory
 from hybridlm.plan.memory import activation_bytes, cache_bytes_by_kind
 
-TINY = [
-    "zamba2-tiny",
-    "zamba-tiny",
-    "mamba-tiny",
-    "mamba2-tiny",
-    "transformer-tiny",
-    "moe-tiny",
-    "blackmamba-tiny",
-    "jamba-tiny",
-]
+TINY = tiny_presets()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

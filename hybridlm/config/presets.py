@@ -155,6 +155,11 @@ def presets() -> list[str]:
     return sorted(_PRESETS)
 
 
+def tiny_presets() -> list[str]:
+    """The tiny presets (one per architecture family), for tests and demos."""
+    return [name for name in presets() if name.endswith("-tiny")]
+
+
 def get_preset(name: str) -> ModelConfig:
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets())}")
