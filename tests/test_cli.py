@@ -42,3 +42,17 @@ def test_user_mistake_is_one_line_exit_2():
     proc = subprocess.run([sys.executable, "-m", "hybridlm", "generate", "mamba2-tiny", "--prompt-ids", "1 x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--prompt-ids" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_generate_text_with_a_local_tokenizer(tmp_path):
+    from hybridlm.data.tokenizer import load_tokenizer, train_tokenizer
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"the cat number {i} sat on the mat"}) + "\n" for i in range(200)))
+    train_tokenizer([corpus], tmp_path / "tok", vocab_size=300)
+    res = runner.invoke(app, ["generate", "zamba2-tiny", "--prompt", "the cat", "--tokenizer", str(tmp_path / "tok"),
+                              "-n", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    tok = load_tokenizer(tmp_path / "tok")
+    assert out["prompt_ids"] == tok.encode("the cat").ids and out["text"] == tok.decode(out["new_ids"])

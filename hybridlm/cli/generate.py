@@ -57,13 +57,13 @@ def generate(
     model, origin = load_model(source, seed)
     tok = None
     if tokenizer is not None:
-        from hybridlm.tokenizer_io import load_tokenizer
+        from hybridlm.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
     if prompt is not None:
         if tok is None:
             raise HybridLMError("--prompt needs --tokenizer (or pass --prompt-ids)")
-        ids = tok.encode(prompt)
+        ids = tok.encode(prompt).ids
     elif prompt_ids is not None:
         ids = _parse_ids(prompt_ids)
     else:
