@@ -42,6 +42,10 @@ def test_user_mistake_is_one_line_exit_2():
     proc = subprocess.run([sys.executable, "-m", "hybridlm", "generate", "mamba2-tiny", "--prompt-ids", "1 x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--prompt-ids" in proc.stderr and "Traceback" not in proc.stderr
+    for args in (["generate", "--bogus"], ["generate", "mamba2-tiny", "-n", "0"], ["no-such-command"]):
+        proc = subprocess.run([sys.executable, "-m", "hybridlm", *args], capture_output=True, text=True)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), (args, proc.stderr)
 
 
 def test_generate_text_with_a_local_tokenizer(tmp_path):

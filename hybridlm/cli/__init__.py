@@ -34,12 +34,24 @@ app.add_typer(_bench_app, name="bench")
 
 
 def main() -> None:
-    """Entry point: user mistakes become one clear line on stderr and exit code 2."""
+    """Entry point: user mistakes (ours and the command line's) become one line on stderr and exit code 2."""
     try:
-        app()
+        rv = app(standalone_mode=False)
     except HybridLMError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise SystemExit(2) from None
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        raise SystemExit(1) from None
+    except typer.TyperException as err:  # the command line's own: bad option values, unknown options/commands
+        if type(err).__name__ == "NoArgsIsHelpError":  # `hybridlm` alone: the help text
+            err.show()
+        else:
+            ctx = getattr(err, "ctx", None)
+            where = ctx.command_path if ctx is not None else "hybridlm"
+            typer.secho(f"error: {err.format_message()} (see '{where} --help')", fg="red", err=True)
+        raise SystemExit(getattr(err, "exit_code", 2)) from None
+    raise SystemExit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
