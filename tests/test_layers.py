@@ -144,3 +144,24 @@ def test_gated_rmsnorm_matches_transformers():
         theirs.weight.copy_(ours.weight)
     y, z = torch.randn(3, 12), torch.randn(3, 12)
     assert torch.allclose(ours(y, z), theirs(y, z), atol=1e-6)
+
+
+def test_kernel_dispatch_picks_importable_kernels_and_says_which_path_runs(monkeypatch, caplog):
+    import types
+
+    from hybridlm.layers import kernels
+
+    x = torch.zeros(1)
+    assert kernels.ssd_kernel(x) is None  # CPU tensors always take the PyTorch path
+    monkeypatch.setattr(kernels, "_enabled", lambda t: True)
+    monkeypatch.setattr(kernels, "_announced", set())
+    fake = types.SimpleNamespace(mamba_chunk_scan_combined=lambda *a, **k: "fast")
+    monkeypatch.setattr(kernels, "_module", lambda name: fake if name.endswith("ssd_combined") else None)
+    with caplog.at_level("WARNING", logger="hybridlm"):
+        assert kernels.ssd_kernel(x)() == "fast"
+        assert kernels.ssd_kernel(x)() == "fast"
+        assert kernels.selective_scan_kernel(x) is None  # not importable: PyTorch path, announced as slow
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["hybridlm: mamba2 uses mamba_ssm Triton kernels",
+                        "hybridlm: mamba1 uses the PyTorch selective scan on CUDA "
+                        "(slow: pip install mamba-ssm causal-conv1d)"]

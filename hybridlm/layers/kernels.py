@@ -1,4 +1,4 @@
-"""Optional fused CUDA kernels (mamba_ssm, causal_conv1d), chosen per call for CUDA tensors.
+"""Optional fused CUDA kernels (mamba_ssm), chosen per call for CUDA tensors.
 
 The pure-PyTorch path is complete on its own; kernels are imported lazily, only for CUDA inputs,
 and disabled with HYBRIDLM_KERNELS=0. Which path runs is logged once per layer kind, so a silently
@@ -36,31 +36,23 @@ def _enabled(x: torch.Tensor) -> bool:
     return x.is_cuda and os.environ.get("HYBRIDLM_KERNELS", "1") != "0"
 
 
-def ssd_kernel(x: torch.Tensor):
-    """mamba_ssm's `mamba_chunk_scan_combined`, or None for the PyTorch path."""
+def _lookup(x: torch.Tensor, kind: str, module: str, name: str, fast: str, slow: str):
+    """`module.name` for CUDA inputs when importable (announcing which path runs once), else None."""
     if not _enabled(x):
         return None
-    mod = _module("mamba_ssm.ops.triton.ssd_combined")
-    fn = getattr(mod, "mamba_chunk_scan_combined", None) if mod else None
-    _announce("mamba2", "mamba_ssm Triton kernels" if fn else
-              "the PyTorch SSD path on CUDA (slow: pip install mamba-ssm causal-conv1d)")
+    mod = _module(module)
+    fn = getattr(mod, name, None) if mod else None
+    _announce(kind, fast if fn else f"{slow} on CUDA (slow: pip install mamba-ssm causal-conv1d)")
     return fn
+
+
+def ssd_kernel(x: torch.Tensor):
+    """mamba_ssm's `mamba_chunk_scan_combined`, or None for the PyTorch path."""
+    return _lookup(x, "mamba2", "mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined",
+                   "mamba_ssm Triton kernels", "the PyTorch SSD path")
 
 
 def selective_scan_kernel(x: torch.Tensor):
-    """mamba_ssm's `selective_scan_fn`, or None."""
-    if not _enabled(x):
-        return None
-    mod = _module("mamba_ssm.ops.selective_scan_interface")
-    fn = getattr(mod, "selective_scan_fn", None) if mod else None
-    _announce("mamba1", "mamba_ssm CUDA selective scan" if fn else
-              "the PyTorch selective scan on CUDA (slow: pip install mamba-ssm causal-conv1d)")
-    return fn
-
-
-def causal_conv1d_kernel(x: torch.Tensor):
-    """causal_conv1d's `causal_conv1d_fn`, or None."""
-    if not _enabled(x):
-        return None
-    mod = _module("causal_conv1d")
-    return getattr(mod, "causal_conv1d_fn", None) if mod else None
+    """mamba_ssm's `selective_scan_fn`, or None for the PyTorch path."""
+    return _lookup(x, "mamba1", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn",
+                   "mamba_ssm CUDA selective scan", "the PyTorch selective scan")
