@@ -32,6 +32,10 @@ app.add_typer(_data_app, name="data")
 _train_cli.register(app)  # train, anneal
 app.add_typer(_bench_app, name="bench")
 
+from hybridlm.eval.cli import app as _eval_app  # noqa: E402
+
+app.add_typer(_eval_app, name="eval")  # eval SOURCE --tasks ... (= eval run), eval recall
+
 
 def main() -> None:
     """Entry point: user mistakes (ours and the command line's) become one line on stderr and exit code 2."""
