@@ -91,16 +91,17 @@ def run(
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """Run lm-evaluation-harness tasks on SOURCE with the `hybridlm` lm-eval model (offline by default)."""
-    from hybridlm.eval.evaluate import go_offline, run_tasks, summary
+    from hybridlm.eval.evaluate import go_offline, run_tasks, summary, task_manager
     from hybridlm.eval.output import write_json
 
     go_offline()
     names = split_list(tasks, "--tasks")
-    model = _load(source, seed, threads, device)
     if tokenizer is None and not (Path(source) / "tokenizer.json").is_file():
         raise HybridLMError("--tokenizer is needed (SOURCE holds no tokenizer.json)")
+    manager = task_manager(include_path, names)  # unknown tasks fail before the model loads
+    model = _load(source, seed, threads, device)
     start = time.perf_counter()
-    results = run_tasks(model, names, tokenizer=tokenizer or source, include_path=include_path,
+    results = run_tasks(model, names, tokenizer=tokenizer or source, include_path=include_path, manager=manager,
                         batch_size=batch_size, max_length=max_length, num_fewshot=num_fewshot,
                         limit=int(limit) if limit is not None and limit >= 1 else limit, device=device, seed=seed,
                         bootstrap_iters=bootstrap_iters)

@@ -36,39 +36,41 @@ def _require_lm_eval():
     return lm_eval
 
 
-def task_manager(include_path: str | Path | None, include_defaults: bool = True):
-    """lm-eval's TaskManager over `include_path` (and lm-eval's built-in tasks unless include_defaults=False)."""
+def task_manager(include_path: str | Path | None, tasks: list[str]):
+    """lm-eval's TaskManager for `tasks`: over `include_path` alone when it has them all, else over lm-eval's
+    built-in tasks too (indexing their ~15,000 configs takes seconds). Unknown names are a one-line error."""
     _require_lm_eval()
     from lm_eval.tasks import TaskManager
 
-    if include_path is not None and not Path(include_path).is_dir():
-        raise HybridLMError(f"--include-path {include_path}: no such directory (a folder of lm-eval task YAMLs)")
-    return TaskManager(include_path=str(include_path) if include_path else None, include_defaults=include_defaults,
-                       verbosity="ERROR")
-
-
-def check_tasks(manager, tasks: list[str], include_path) -> None:
     if not tasks:
         raise HybridLMError("--tasks is empty; name one or more lm-eval tasks, separated by commas")
+    local = None
+    if include_path is not None:
+        if not Path(include_path).is_dir():
+            raise HybridLMError(f"--include-path {include_path}: no such directory (a folder of lm-eval task YAMLs)")
+        local = TaskManager(include_path=str(include_path), include_defaults=False)
+        if all(local.match_tasks([t]) for t in tasks):
+            return local
+    manager = TaskManager(include_path=str(include_path) if include_path else None)
     missing = [t for t in tasks if not manager.match_tasks([t])]
     if missing:
-        local = sorted(manager.all_tasks) if include_path and len(manager.all_tasks) < 50 else []
-        hint = f"; tasks here: {', '.join(local)}" if local else " (see `lm_eval ls tasks --include_path DIR`)"
-        raise HybridLMError(f"unknown lm-eval task(s): {', '.join(missing)}{hint}")
+        here = f"; tasks in {include_path}: {', '.join(sorted(local.all_tasks))}" if local is not None else ""
+        raise HybridLMError(f"unknown lm-eval task(s): {', '.join(missing)}{here}")
+    return manager
 
 
 def run_tasks(model, tasks: list[str], *, tokenizer=None, include_path=None, batch_size: int = 8,
               max_length: int | None = None, num_fewshot: int | None = None, limit: float | None = None,
               device: str = "cpu", seed: int = 0, bootstrap_iters: int = 0, log_samples: bool = False,
-              include_defaults: bool = True) -> dict:
+              manager=None) -> dict:
     """lm-eval's `simple_evaluate` with the `hybridlm` model. `model` is anything `pretrained=` accepts (a
-    checkpoint directory, preset, config file or a HybridLM). Returns lm-eval's results dictionary."""
+    checkpoint directory, preset, config file or a HybridLM); `manager` a `task_manager(...)` already made.
+    Returns lm-eval's results dictionary."""
     go_offline()
     lm_eval = _require_lm_eval()
     from hybridlm.eval.harness import HybridLMEval
 
-    manager = task_manager(include_path, include_defaults)
-    check_tasks(manager, tasks, include_path)
+    manager = manager or task_manager(include_path, tasks)
     lm = HybridLMEval(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                       device=device, seed=seed)
     return lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,

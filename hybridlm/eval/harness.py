@@ -20,6 +20,7 @@ multiple are never a tokenizer's output).
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ from hybridlm.eval import MODEL_NAME
 from hybridlm.eval.tokenizer import load_hf_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+eval_logger = logging.getLogger(__name__)
 GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_k", "top_p")
 
 
@@ -86,6 +88,9 @@ class HybridLMEval(TemplateLM):
         if dtype not in DTYPES:
             raise HybridLMError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self._device = torch.device(device or "cpu")
+        if self._device.type == "cuda" and not torch.cuda.is_available():  # lm-eval's CLI asks for cuda by default
+            eval_logger.warning("CUDA is not available: the hybridlm model runs on the CPU")
+            self._device = torch.device("cpu")
         self.model = self.model.to(device=self._device, dtype=DTYPES[dtype]).eval()
         self.vocab_size = self.model.config.vocab_size
         if len(self.tokenizer) > self.vocab_size:
