@@ -140,13 +140,16 @@ def recall(
     from hybridlm.eval.output import write_json
     from hybridlm.eval.recall.plot import plot_recall
     from hybridlm.eval.recall.run import evaluate_recall
-    from hybridlm.eval.recall.tasks import TASKS
+    from hybridlm.eval.recall.tasks import TASKS, check
 
     names = split_list(tasks, "--tasks")
     unknown = [t for t in names if t not in TASKS]
     if unknown:
         raise HybridLMError(f"unknown recall task(s) {', '.join(unknown)}; allowed: {', '.join(TASKS)}")
     sizes = int_list(lengths, "--lengths")
+    for task in names if vocab else ():  # settings that cannot work fail before the model loads
+        for n in sizes:
+            check(task, n, vocab)
     model = _load(source, seed, threads, device)
     from hybridlm.bench.cli import progress_bar
 
