@@ -218,6 +218,11 @@ def test_user_mistakes_are_one_line(tokenizer_dir, monkeypatch):
         (["eval", "zamba2-tiny", "--tasks", "x", "--include-path", "nowhere", "--tokenizer", str(tokenizer_dir)],
          "no such directory"),
         (["eval", "zamba2-tiny", "--tasks", "hybridlm_test_choice"], "--tokenizer is needed"),
+        # options first, and the explicit sub-command: both reach `eval run`
+        (["eval", "--tasks", "x", "zamba2-tiny", "--include-path", "nowhere", "--tokenizer", str(tokenizer_dir)],
+         "no such directory"),
+        (["eval", "run", "zamba2-tiny", "--tasks", "x", "--include-path", "nowhere", "--tokenizer",
+          str(tokenizer_dir)], "no such directory"),
     ]
     for args, message in cases:
         res = runner.invoke(app, args)
