@@ -26,11 +26,9 @@ from __future__ import annotations
 import re
 
 from hybridlm.errors import ConfigError
+from hybridlm.kinds import KINDS
 
-MIXERS = ("r", "m", "a")
-MAMBA = ("r", "m")
-TOKENS = ("r", "m", "a", "f", "e", "g")
-TOKEN_NAMES = {
+TOKEN_NAMES = {  # the language's tokens; each is a kind of hybridlm.kinds.KINDS, which says what it is
     "r": "mamba1",
     "m": "mamba2",
     "a": "attention",
@@ -38,6 +36,8 @@ TOKEN_NAMES = {
     "e": "moe",
     "g": "shared",
 }
+TOKENS = tuple(TOKEN_NAMES)
+MAMBA = tuple(t for t, k in KINDS.items() if k.ssm)  # mixers a shared-block call may feed
 
 _LEX = re.compile(r"\s*(\(|\)\*\d+|\)|[A-Za-z]+(?:\*\d+)?|\S)")
 
@@ -79,7 +79,7 @@ def expand(pattern: str) -> list[str]:
 
 def _check_order(tokens: list[str]) -> None:
     for i, tok in enumerate(tokens):
-        if tok == "g" and (i + 1 >= len(tokens) or tokens[i + 1] not in MAMBA):
+        if KINDS[tok].call and (i + 1 >= len(tokens) or tokens[i + 1] not in MAMBA):
             after = tokens[i + 1] if i + 1 < len(tokens) else "the end"
             raise ConfigError(
                 f"layers: a shared-block call 'g' (position {i}) must be followed by a Mamba mixer "
