@@ -1,8 +1,9 @@
 """`bench blocks`: forward, backward and forward+backward time of each block type of a ModelConfig.
 
 Every block is the model's own module, built from the one config by its kind's spec
-(`hybridlm.kinds`): `hybridlm.model.Block` (norm, sub-layer, residual) for attention, Mamba1,
-Mamba2, the MLPs and MoE, and Zamba's `SharedBlock` with one `SharedCall` for the shared block. Its FLOPs are the planner's
+(`hybridlm.kinds`): `hybridlm.model.Block` (norm, sub-layer, residual) for attention,
+sliding-window attention, Mamba1, Mamba2, the MLPs and MoE, and Zamba's `SharedBlock` with one
+`SharedCall` for the shared block. Its FLOPs are the planner's
 (`hybridlm.plan.sublayer_flops`), never a formula of our own: the norm and the residual add are
 elementwise, which the planner counts as 0, so the timed unit is exactly the counted one.
 

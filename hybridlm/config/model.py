@@ -117,7 +117,8 @@ class Mamba2Config(_Section):
 
 
 class AttentionConfig(_Section):
-    """Causal self-attention. `n_kv_heads` < `n_heads` is GQA. `head_dim` defaults to d_model / n_heads."""
+    """Causal self-attention. `n_kv_heads` < `n_heads` is GQA. `head_dim` defaults to d_model / n_heads.
+    Sliding-window layers ('w') share these fields and attend the last `window` tokens."""
 
     n_heads: int = 16
     n_kv_heads: int | None = None
@@ -126,6 +127,7 @@ class AttentionConfig(_Section):
     rope_theta: float = 10000.0
     qkv_bias: bool = False
     out_bias: bool = False
+    window: int = 4096
 
     @model_validator(mode="after")
     def _check(self) -> AttentionConfig:
@@ -136,6 +138,8 @@ class AttentionConfig(_Section):
             raise ValueError(f"n_kv_heads={kv} must be >= 1 and divide n_heads={self.n_heads}")
         if self.head_dim is not None and (self.head_dim < 1 or (self.rope and self.head_dim % 2)):
             raise ValueError(f"head_dim must be a positive (even, with RoPE) integer, got {self.head_dim}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
         return self
 
 

@@ -5,6 +5,7 @@ A model is a sequence of residual sub-layers, written as whitespace-separated to
     r   Mamba1 mixer            x = x + mamba1(norm(x))
     m   Mamba2 mixer            x = x + mamba2(norm(x))
     a   attention               x = x + attn(norm(x))
+    w   sliding-window attention x = x + attn_window(norm(x))   (the last attention.window tokens)
     f   dense MLP               x = x + mlp(norm(x))
     e   mixture of experts      x = x + moe(norm(x))
     g   shared-block call       t = proj_j(shared_{j % n_blocks}(x, x0)); the next token must be a
@@ -32,6 +33,7 @@ TOKEN_NAMES = {  # the language's tokens; each is a kind of hybridlm.kinds.KINDS
     "r": "mamba1",
     "m": "mamba2",
     "a": "attention",
+    "w": "sliding_window",
     "f": "mlp",
     "e": "moe",
     "g": "shared",

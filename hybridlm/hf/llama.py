@@ -20,7 +20,8 @@ def config_from_hf(d: dict) -> ModelConfig:
     if act not in _ACT:
         raise ConfigError(f"hidden_act {act!r} is not supported; allowed: {sorted(_ACT)}")
     return ModelConfig(
-        name="llama", d_model=d["hidden_size"], vocab_size=d["vocab_size"], layers=f"({ATTENTION.token} {MLP.token})*{d['num_hidden_layers']}",
+        name="llama", d_model=d["hidden_size"], vocab_size=d["vocab_size"],
+        layers=f"({ATTENTION.token} {MLP.token})*{d['num_hidden_layers']}",
         tie_embeddings=d.get("tie_word_embeddings", False), norm_eps=d.get("rms_norm_eps", 1e-6),
         max_seq_len=d.get("max_position_embeddings", 2048),
         attention={"n_heads": d["num_attention_heads"], "n_kv_heads": d.get("num_key_value_heads"),

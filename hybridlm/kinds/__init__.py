@@ -19,11 +19,12 @@ from hybridlm.kinds.mamba2 import Mamba2Kind
 from hybridlm.kinds.mlp import MLPKind
 from hybridlm.kinds.moe import MoEKind
 from hybridlm.kinds.shared import SharedKind
+from hybridlm.kinds.sliding_window import SlidingWindowKind
 
 MAMBA1, MAMBA2, ATTENTION = Mamba1Kind(), Mamba2Kind(), AttentionKind()
-MLP, MOE, SHARED = MLPKind(), MoEKind(), SharedKind()
+SLIDING_WINDOW, MLP, MOE, SHARED = SlidingWindowKind(), MLPKind(), MoEKind(), SharedKind()
 
-KINDS: dict[str, LayerKind] = {k.token: k for k in (MAMBA1, MAMBA2, ATTENTION, MLP, MOE, SHARED)}
+KINDS: dict[str, LayerKind] = {k.token: k for k in (MAMBA1, MAMBA2, ATTENTION, SLIDING_WINDOW, MLP, MOE, SHARED)}
 
 
 def kind(token: str) -> LayerKind:
@@ -36,4 +37,5 @@ def kinds_in(tokens: list[str]) -> list[LayerKind]:
     return [k for t, k in KINDS.items() if t in used]
 
 
-__all__ = ["ATTENTION", "KINDS", "MAMBA1", "MAMBA2", "MLP", "MOE", "SHARED", "LayerKind", "kind", "kinds_in"]
+__all__ = ["ATTENTION", "KINDS", "MAMBA1", "MAMBA2", "MLP", "MOE", "SHARED", "SLIDING_WINDOW", "LayerKind", "kind",
+           "kinds_in"]

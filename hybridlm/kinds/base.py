@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hybridlm.kinds.counting import BACKWARD_FACTOR
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -63,6 +65,12 @@ class LayerKind:
     def flops(self, cfg: ModelConfig, batch: int, seq_len: int, attention: str, device: str) -> dict[str, int]:
         """Forward matmul FLOPs of one sub-layer on (batch, seq_len), by term."""
         raise NotImplementedError
+
+    def backward_flops(self, cfg: ModelConfig, batch: int, seq_len: int, attention: str, device: str,
+                       forward: dict[str, int]) -> dict[str, int]:
+        """Backward matmul FLOPs by term, given the forward terms: a gradient for each operand of every
+        product (BACKWARD_FACTOR x forward), unless the kind knows an operand needs none."""
+        return {name: BACKWARD_FACTOR * v for name, v in forward.items()}
 
     def final_projection_width(self, cfg: ModelConfig) -> int | None:
         """Input width of the sub-layer's last matmul (into d_model), whose output nothing saves for

@@ -7,6 +7,8 @@ and bias adds count 0 (see `hybridlm.plan.flops`).
 
 from __future__ import annotations
 
+BACKWARD_FACTOR = 2  # autograd runs every product once per operand that needs a gradient
+
 
 def linear_params(n_in: int, n_out: int, bias: bool = False) -> int:
     return n_in * n_out + (n_out if bias else 0)

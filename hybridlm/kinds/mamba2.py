@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
-from hybridlm.kinds.counting import linear_flops, linear_params, matmul_flops
+from hybridlm.kinds.counting import BACKWARD_FACTOR, linear_flops, linear_params, matmul_flops
 
 FP32 = 4
 
@@ -83,6 +83,16 @@ class Mamba2Kind(LayerKind):
                                                                                          cfg.d_model),
             "mamba2_ssd": sum(ssd_flops(cfg, batch, seq_len, device).values()),
         }
+
+    def backward_flops(self, cfg, batch, seq_len, attention, device, forward):
+        """On a single chunk (training starts from a zero state) two SSD products need less: the chunk's
+        final state feeds nothing the loss sees (no backward), and the start state is a constant zero
+        (y_off needs only C's gradient)."""
+        out = super().backward_flops(cfg, batch, seq_len, attention, device, forward)
+        if seq_len <= cfg.mamba2.chunk_for(device):
+            ssd = ssd_flops(cfg, batch, seq_len, device)
+            out["mamba2_ssd"] = BACKWARD_FACTOR * (ssd["cb"] + ssd["y_diag"]) + ssd["y_off"]
+        return out
 
     def final_projection_width(self, cfg):
         return cfg.mamba2_d_inner

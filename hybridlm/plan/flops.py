@@ -11,7 +11,8 @@ cross-entropy) and bias adds.
 Backward: every counted product runs twice in autograd, once for the gradient of each operand (a
 weight's gradient and the input's gradient; for activation x activation products like QK^T and the
 SSD einsums, both operands carry gradients). The first layer's input gradient is computed too, since
-the embedding table trains and so its output requires grad. Hence backward = 2 x forward, per term.
+the embedding table trains and so its output requires grad. Hence backward = 2 x forward, per term,
+except where a kind's spec knows better (`LayerKind.backward_flops`: the SSD on a single chunk).
 
 Attention: `attention="kernel"` counts QK^T and PV over the full s x s square, as SDPA's FLOP formula
 does (and as a dense kernel computes it); `"causal"` counts only the s(s+1)/2 (query, key) pairs
@@ -29,10 +30,12 @@ from dataclasses import dataclass, field
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.kinds import KINDS
-from hybridlm.kinds.counting import linear_flops
+from hybridlm.kinds.counting import (
+    BACKWARD_FACTOR,  # noqa: F401  (2: see the module docstring)
+    linear_flops,
+)
 from hybridlm.kinds.mamba2 import ssd_flops  # noqa: F401  (public: the SSD's matmuls by term)
 
-BACKWARD_FACTOR = 2  # gradient w.r.t. each of the two operands of every product (see module docstring)
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION = ("kernel", "causal")
 CORE_TERMS = tuple(term for k in KINDS.values() for term in k.core_terms)
@@ -54,8 +57,8 @@ def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attent
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("attention", attention, ATTENTION)
     terms = sublayer_terms(cfg, kind, batch, seq_len, attention, device)
-    fwd = sum(terms.values())
-    return {"fwd": fwd, "bwd": BACKWARD_FACTOR * fwd, "terms": terms}
+    bwd = KINDS[kind].backward_flops(cfg, batch, seq_len, attention, device, terms)
+    return {"fwd": sum(terms.values()), "bwd": sum(bwd.values()), "terms": terms}
 
 
 def final_projection_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int) -> int:
@@ -120,12 +123,23 @@ class FlopReport:
 def forward_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str = "kernel",
                   device: str = "cuda") -> dict[str, int]:
     """Whole-model forward FLOPs on (batch, seq_len), summed by term over the layer stack."""
-    out: dict[str, int] = {"logits": logits_flops(cfg, batch * seq_len)}
-    per_kind = {k: sublayer_terms(cfg, k, batch, seq_len, attention, device) for k in set(cfg.tokens)}
-    for kind in cfg.tokens:
-        for name, v in per_kind[kind].items():
-            out[name] = out.get(name, 0) + v
-    return {k: v for k, v in out.items() if v}
+    return _stack_terms(cfg, batch, seq_len, attention, device)[0]
+
+
+def _stack_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str, device: str):
+    """(forward, backward) FLOPs by term, summed over the layer stack, with the logits."""
+    logits = logits_flops(cfg, batch * seq_len)
+    fwd: dict[str, int] = {"logits": logits}
+    bwd: dict[str, int] = {"logits": BACKWARD_FACTOR * logits}
+    per_kind = {}
+    for token in set(cfg.tokens):
+        terms = sublayer_terms(cfg, token, batch, seq_len, attention, device)
+        per_kind[token] = terms, KINDS[token].backward_flops(cfg, batch, seq_len, attention, device, terms)
+    for token in cfg.tokens:
+        for out, terms in zip((fwd, bwd), per_kind[token], strict=True):
+            for name, v in terms.items():
+                out[name] = out.get(name, 0) + v
+    return {k: v for k, v in fwd.items() if v}, bwd
 
 
 def flops(
@@ -138,8 +152,8 @@ def flops(
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("recompute", recompute, RECOMPUTE)
     _check_choice("attention", attention, ATTENTION)
-    terms = forward_terms(cfg, batch, seq_len, attention, device)
-    fwd = sum(terms.values())
+    terms, backward = _stack_terms(cfg, batch, seq_len, attention, device)
+    fwd, bwd = sum(terms.values()), sum(backward.values())
     if recompute == "none":
         extra = 0
     elif recompute == "selective":
@@ -155,9 +169,9 @@ def flops(
         recompute=recompute,
         attention=attention,
         forward_per_token=fwd / tokens,
-        backward_per_token=BACKWARD_FACTOR * fwd / tokens,
-        train_per_token=(1 + BACKWARD_FACTOR) * fwd / tokens,
-        train_per_token_with_recompute=((1 + BACKWARD_FACTOR) * fwd + extra) / tokens,
+        backward_per_token=bwd / tokens,
+        train_per_token=(fwd + bwd) / tokens,
+        train_per_token_with_recompute=(fwd + bwd + extra) / tokens,
         by_component={k: v / tokens for k, v in terms.items()},
     )
 
