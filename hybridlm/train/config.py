@@ -55,6 +55,9 @@ class DataConfig(_Sub):
     eval_path: str | None = "synth://eval"
     eval_batches: int = 8  # batches (of batch_size / grad_accum windows) per evaluation; 0: the whole set
     curriculum: list[CurriculumPoint] = Field(default_factory=list)
+    # packed documents stay apart: attention, SSM state and conv restart after each EOS, and no token is
+    # trained to predict the next document's first (shards with an EOS id; otherwise nothing to do)
+    document_mask: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

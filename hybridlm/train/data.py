@@ -29,6 +29,29 @@ def open_dataset(path: str) -> TokenShardDataset:
         raise ConfigError(f"data source {path!r}: {err}") from None
 
 
+def common_eos_id(datasets: list[TokenShardDataset], data: DataConfig) -> int | None:
+    """The EOS id that ends every document of every source (None when the shards have none)."""
+    ids = {ds.eos_id if ds.index.get("append_eos", True) else None for ds in datasets}
+    if len(ids) > 1:
+        names = ", ".join(f"{s.path}: {ds.eos_id}" for s, ds in zip(data.sources, datasets, strict=True))
+        raise ConfigError(f"data sources end documents with different EOS ids ({names}); "
+                          "pack them with one tokenizer or set data.document_mask: false")
+    return ids.pop()
+
+
+def document_ids(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """seq_idx for HybridLM: the number of EOS tokens before each position (an EOS ends its document)."""
+    is_eos = ids == eos_id
+    return is_eos.cumsum(1) - is_eos.long()
+
+
+def target_count(ids: torch.Tensor, eos_id: int | None) -> int:
+    """Tokens the loss predicts in a (b, l) batch: l - 1 per row, less those after an EOS (the next
+    document's first token is not predicted from the previous document)."""
+    n = ids[:, 1:].numel()
+    return n if eos_id is None else n - int((ids[:, :-1] == eos_id).sum())
+
+
 class SourceWindows:
     """Windows of seq_len + 1 tokens of one source, in an order that is a function of (seed, phase, k)."""
 
@@ -83,6 +106,7 @@ class BatchStream:
         points = [(p.step, p.weights) for p in data.curriculum] or [(0, [s.weight for s in data.sources])]
         self.blend = Blend(curriculum_weights(points), samples_per_step=train.batch_size)
         self.seq_len = data.seq_len
+        self.eos_id = common_eos_id(self.datasets, data) if data.document_mask else None
         self.batch, self.accum, self.world, self.rank = train.batch_size, train.grad_accum, world, rank
         self.micro = train.batch_size // (train.grad_accum * world)
 

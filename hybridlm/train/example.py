@@ -15,6 +15,7 @@ data:
   eval_path: synth://eval   # held-out shards for evaluation (null: none)
   eval_batches: 8           # batches per evaluation (0: the whole eval set)
   curriculum: []            # optional: [{step: 0, weights: [..]}, {step: 100, weights: [..]}], interpolated
+  document_mask: true       # packed documents stay apart: no attention, state or prediction across an EOS
 
 optim:                      # AdamW
   betas: [0.9, 0.95]

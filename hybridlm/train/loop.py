@@ -16,7 +16,7 @@ from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
 from hybridlm.train import checkpoint as ckpt
 from hybridlm.train.config import RunConfig
-from hybridlm.train.data import BatchStream, open_dataset
+from hybridlm.train.data import BatchStream, document_ids, open_dataset, target_count
 from hybridlm.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -127,6 +127,7 @@ def _train(
             cfg.data.eval_batches,
             device,
             autocast,
+            cfg.data.document_mask,
         )
 
     try:
@@ -134,21 +135,25 @@ def _train(
             lr = lr_at(step, cfg.schedule, t.steps)
             set_lr(optimizer, lr)
             micro = stream.micro_batches(step)
+            counts = [target_count(ids, stream.eos_id) for ids in micro]
+            n_targets = all_reduce_sum([float(sum(counts))], ctx)[0] if stream.eos_id is not None else n_global
             loss_sum = 0.0
-            for m, ids in enumerate(micro):
+            for m, (ids, n_m) in enumerate(zip(micro, counts, strict=True)):
                 ids = ids.to(device, non_blocking=True)
-                n_m = ids[:, 1:].numel()
+                seq_idx = document_ids(ids, stream.eos_id) if stream.eos_id is not None else None
                 with (
                     no_sync(wrapped, m < len(micro) - 1),
                     torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
                 ):
-                    loss = wrapped(ids, labels=ids).loss
+                    result = wrapped(ids, labels=ids, seq_idx=seq_idx)
+                    # a micro-batch with nothing to predict (EOS only) still joins the gradient all-reduce
+                    loss = result.loss if n_m else result.logits.float().sum() * 0.0
                     if nan_step(step + 1):
                         loss = loss * float("nan")
                     # token-weighted: the sum over micro-steps and ranks is the mean over the global batch
-                    (loss * (n_m * ctx.world / n_global)).backward()
+                    (loss * (n_m * ctx.world / n_targets)).backward()
                 loss_sum += float(loss.detach()) * n_m
-            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_global
+            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_targets
             norm = grad_norm_(wrapped, t.grad_clip)
             ok = math.isfinite(loss_value) and math.isfinite(norm)
             if ok:
