@@ -24,10 +24,16 @@ def evaluate_loss(
     """Loss over the first non-overlapping windows of seq_len + 1 tokens (all of them when max_batches is 0),
     in a fixed order, so two models (or one model before and after annealing) see the same tokens.
     Returns {"loss", "ppl", "tokens"}; the loss is pure cross-entropy (no MoE auxiliary loss)."""
-    if isinstance(dataset, str):
-        from hybridlm.train.data import open_dataset
+    from hybridlm.train.data import check_ids, open_dataset
 
+    if isinstance(dataset, str):
         dataset = open_dataset(dataset)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    max_seq = getattr(getattr(model, "config", None), "max_seq_len", None)
+    if max_seq is not None and seq_len > max_seq:
+        from hybridlm.errors import ConfigError
+
+        raise ConfigError(f"seq_len {seq_len} exceeds the model's max_seq_len {max_seq}")
     n = (dataset.total_tokens - 1) // seq_len
     if max_batches:
         n = min(n, max_batches * batch_size)
@@ -41,7 +47,9 @@ def evaluate_loss(
             dataset.tokens(w * seq_len, seq_len + 1).astype("int64")
             for w in range(first, min(n, first + batch_size))
         ]
-        ids = torch.from_numpy(np.stack(rows)).to(device)
+        batch = np.stack(rows)
+        check_ids(batch, vocab, lambda r, first=first: (dataset, (first + r) * seq_len))
+        ids = torch.from_numpy(batch).to(device)
         with torch.autocast(
             device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
         ):
