@@ -242,6 +242,25 @@ def test_oversize_records_are_rejected_without_being_held(tmp_path, tok, monkeyp
     # a changed limit is a changed setting: the shard is redone
     monkeypatch.setenv("HYBRIDLM_MAX_DOC_BYTES", "0")
     assert run_filter([src], tmp_path / "f", workers=1)["rejected_records"] == 0
+    # the command line option
+    from typer.testing import CliRunner
+
+    from hybridlm.data.cli import app
+
+    r = CliRunner().invoke(app, ["filter", str(src), "-o", str(tmp_path / "g"), "-j", "1", "--max-doc-bytes", "64000"])
+    assert r.exit_code == 0 and "big.jsonl:2: document too large" in r.output.replace("\n", "")
+
+
+def test_datatrove_engine_reruns_after_changed_settings(tmp_path):
+    from hybridlm.data.dt_steps import run_filter_datatrove
+
+    rng = random.Random(9)
+    src = write_jsonl(tmp_path / "in" / "part.jsonl", [doc(rng, 10 + 10 * (i % 5)) for i in range(30)])
+    first = run_filter_datatrove([src], tmp_path / "D", workers=1)
+    second = run_filter_datatrove([src], tmp_path / "D", config=FilterConfig(min_length=300), workers=1)
+    local = run_filter([src], tmp_path / "L", config=FilterConfig(min_length=300), workers=1)
+    assert second["kept_documents"] == local["kept_documents"] < first["kept_documents"]
+    assert len(records(tmp_path / "D" / "kept")) == local["kept_documents"]
 
 
 # --- 6. locks, dead workers, stale temp files -----------------------------------------------------------------------
