@@ -1,9 +1,9 @@
 """`HybridLM`: the model assembled from a `ModelConfig`, its forward pass with loss, and generation.
 
     x0 = embed(tokens); x = x0; t = None
-    for token in config.tokens:
-        g:        t = shared[j % n_blocks](x, x0, call_j)          (Zamba; feeds the next mixer)
-        r/m/a/f/e: x = x + sublayer(norm(x + t if t else x)); t = None
+    for token in config.tokens:                      (each token's kind: hybridlm.kinds.KINDS[token])
+        a call (g):      t = shared[j % n_blocks](x, x0, call_j)    (Zamba; feeds the next mixer)
+        any other kind:  x = x + sublayer(norm(x + t if t else x)); t = None
     logits = norm_f(x) @ (embed.weight if tied else lm_head.weight).T
 """
 
@@ -21,13 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from hybridlm.cache import InferenceCache
 from hybridlm.config import ModelConfig
 from hybridlm.errors import HybridLMError
-from hybridlm.layers.attention import Attention
-from hybridlm.layers.mamba1 import Mamba1
-from hybridlm.layers.mamba2 import Mamba2
-from hybridlm.layers.mlp import MLP
+from hybridlm.kinds import KINDS
 from hybridlm.layers.moe import MoE
 from hybridlm.layers.norms import make_norm
-from hybridlm.layers.shared import SharedBlock, SharedCall
 
 
 @dataclass
@@ -37,49 +33,26 @@ class LMOutput:
     aux_loss: torch.Tensor | None = None  # mean MoE load-balancing loss over MoE layers
 
 
-def build_sublayer(kind: str, cfg: ModelConfig) -> nn.Module:
-    d = cfg.d_model
-    if kind == "r":
-        m = cfg.mamba1
-        return Mamba1(d, m.d_state, m.d_conv, m.expand, cfg.mamba1_dt_rank, m.n_heads, m.conv_bias, m.proj_bias,
-                      m.inner_norms, cfg.norm_eps, m.dt_min, m.dt_max, m.dt_init_floor)
-    if kind == "m":
-        m = cfg.mamba2
-        return Mamba2(d, m.d_state, m.d_conv, m.expand, m.headdim, m.ngroups, m.chunk_size, m.cpu_chunk_size,
-                      m.conv_bias, m.proj_bias, m.norm_eps, m.dt_limit, m.dt_clamp_in_step, m.dt_min, m.dt_max,
-                      m.dt_init_floor)
-    if kind == "a":
-        a = cfg.attention
-        return Attention(d, d, a.n_heads, cfg.attention_kv_heads, cfg.attention_head_dim, a.rope, a.rope_theta,
-                         qkv_bias=a.qkv_bias, out_bias=a.out_bias)
-    if kind == "f":
-        return MLP(d, cfg.mlp_ffn_dim, cfg.mlp.activation, cfg.mlp.gated, cfg.mlp.bias)
-    if kind == "e":
-        m = cfg.moe
-        return MoE(d, cfg.moe_ffn_dim, m.n_experts, m.top_k, m.activation, m.gated, m.bias, m.router_bias,
-                   m.normalize_topk)
-    raise ValueError(kind)
-
-
 class Block(nn.Module):
-    """A pre-norm residual sub-layer: x + sublayer(norm(x [+ t]))."""
+    """A pre-norm residual sub-layer of one kind: x + sublayer(norm(x [+ t]))."""
 
-    def __init__(self, kind: str, cfg: ModelConfig):
+    def __init__(self, token: str, cfg: ModelConfig):
         super().__init__()
-        self.kind = kind
+        self.spec = KINDS[token]
+        self.d_model = cfg.d_model
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = build_sublayer(kind, cfg)
+        self.mixer = self.spec.build(cfg)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.token
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, cache=None, offset: int = 0):
-        h = self.norm(x if t is None else x + t)
-        aux = None
-        if self.kind in ("r", "m", "a"):
-            y = self.mixer(h, cache, offset)
-        elif self.kind == "e":
-            y, aux = self.mixer(h)
-        else:
-            y = self.mixer(h)
+        y, aux = self.spec.run(self.mixer, self.norm(x if t is None else x + t), cache, offset)
         return x + y, aux
+
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict | None:
+        return self.spec.allocate_cache(self.mixer, batch, max_len, dtype, device)
 
 
 class HybridLM(nn.Module):
@@ -89,22 +62,21 @@ class HybridLM(nn.Module):
             raise HybridLMError(f"HybridLM needs a ModelConfig, got {type(config).__name__}")
         self.config = cfg = config
         self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList([Block(t, cfg) for t in cfg.tokens if t != "g"])
-        n_calls = cfg.n_shared_calls
-        self.shared = nn.ModuleList([SharedBlock(cfg) for _ in range(cfg.shared.n_blocks)]) if n_calls else None
-        self.calls = nn.ModuleList([SharedCall(cfg) for _ in range(n_calls)]) if n_calls else None
+        specs = [KINDS[t] for t in cfg.tokens]
+        self.layers = nn.ModuleList([Block(s.token, cfg) for s in specs if not s.call])
+        call_specs = [s for s in specs if s.call]
+        # Zamba's shared blocks (used round-robin) and what each call owns; names as in checkpoints
+        self.shared = nn.ModuleList(call_specs[0].build_blocks(cfg)) if call_specs else None
+        self.calls = nn.ModuleList([s.build(cfg) for s in call_specs]) if call_specs else None
         self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         # execution plan: ("call", j) or ("layer", i), in token order
         self._plan: list[tuple[str, int]] = []
-        i = j = 0
-        for t in cfg.tokens:
-            if t == "g":
-                self._plan.append(("call", j))
-                j += 1
-            else:
-                self._plan.append(("layer", i))
-                i += 1
+        n = {"call": 0, "layer": 0}
+        for s in specs:
+            role = "call" if s.call else "layer"
+            self._plan.append((role, n[role]))
+            n[role] += 1
         self.gradient_checkpointing = False
         self.reset_parameters()
 
@@ -147,9 +119,9 @@ class HybridLM(nn.Module):
         t = None
         aux_losses = []
         ckpt = self.gradient_checkpointing and self.training and cache is None
-        for pos, (kind, idx) in enumerate(self._plan):
+        for pos, (role, idx) in enumerate(self._plan):
             slot = cache.slots[pos] if cache is not None else None
-            if kind == "call":
+            if role == "call":
                 block = self.shared[idx % len(self.shared)]
                 args = (x, x0, self.calls[idx], slot, offset)
                 t = checkpoint(block, *args, use_reentrant=False) if ckpt else block(*args)
@@ -183,13 +155,13 @@ class HybridLM(nn.Module):
         param = self.embed.weight
         dtype, device = dtype or param.dtype, device or param.device
         slots: list[dict[str, torch.Tensor] | None] = []
-        for kind, idx in self._plan:
-            if kind == "call":
-                slots.append(self.shared[idx % len(self.shared)].attn.allocate_cache(batch, max_len, dtype, device))
+        call_specs = [KINDS[t] for t in self.config.tokens if KINDS[t].call]
+        for role, idx in self._plan:
+            if role == "call":
+                block = self.shared[idx % len(self.shared)]
+                slots.append(call_specs[idx].allocate_cache(block, batch, max_len, dtype, device))
             else:
-                layer = self.layers[idx]
-                has_state = layer.kind in ("r", "m", "a")
-                slots.append(layer.mixer.allocate_cache(batch, max_len, dtype, device) if has_state else None)
+                slots.append(self.layers[idx].allocate_cache(batch, max_len, dtype, device))
         return InferenceCache(slots, batch, max_len)
 
     @torch.no_grad()

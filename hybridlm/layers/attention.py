@@ -46,6 +46,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 lora: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> torch.Tensor:
         b, l, _ = x.shape
+        q, k, v = self.project(x, offset, lora)
+        y = self.attend(q, k, v, cache, offset)
+        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+
+    def project(self, x: torch.Tensor, offset: int, lora=None):
+        """q (b, heads, l, head_dim), k and v (b, kv_heads, l, head_dim) at positions offset.., RoPE applied."""
+        b, l, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if lora is not None:
             q, k, v = q + lora[0](x), k + lora[1](x), v + lora[2](x)
@@ -56,6 +63,11 @@ class Attention(nn.Module):
             positions = torch.arange(offset, offset + l, device=x.device)
             cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, offset: int) -> torch.Tensor:
+        """Causal attention of the new queries over every key so far (the cache's and the new ones)."""
+        l = q.shape[2]
         mask, causal = None, True
         if cache is not None:
             cache["k"][:, :, offset:offset + l] = k
@@ -65,7 +77,6 @@ class Attention(nn.Module):
                 causal = False
             elif offset > 0:  # a chunk after earlier tokens: query i sees keys <= offset + i
                 causal = False
-                mask = torch.ones(l, offset + l, dtype=torch.bool, device=x.device).tril(diagonal=offset)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+                mask = torch.ones(l, offset + l, dtype=torch.bool, device=q.device).tril(diagonal=offset)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+                                              enable_gqa=self.n_kv_heads != self.n_heads)

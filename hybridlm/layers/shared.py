@@ -62,3 +62,17 @@ class SharedCall(nn.Module):
 
     def qkv_lora(self):
         return (self.lora_q, self.lora_k, self.lora_v) if self.lora_q is not None else None
+
+
+class SharedUnit(nn.Module):
+    """One call as a standalone unit (for benchmarks): the shared block with one call's projection and
+    adapters, t = shared(x, x0)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.d_model = cfg.d_model
+        self.shared = SharedBlock(cfg)
+        self.call = SharedCall(cfg)
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.shared(x, x0, self.call)
