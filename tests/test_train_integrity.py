@@ -236,7 +236,8 @@ def packed(tmp_path_factory):
 def test_sources_eval_and_anneal_must_share_the_tokenizer(packed, tmp_path, capfd):
     from hybridlm.train.data import BatchStream
 
-    both = RunConfig.from_dict(tiny_config(**{"data.sources": [{"path": str(packed["a"])}, {"path": str(packed["b"])}]}))
+    sources = [{"path": str(packed["a"])}, {"path": str(packed["b"])}]
+    both = RunConfig.from_dict(tiny_config(**{"data.sources": sources}))
     with pytest.raises(ConfigError, match="data.sources were packed with different tokenizers") as e:
         BatchStream(both.data, both.train, vocab_size=512)
     assert "tok_a" in str(e.value) and "tok_b" in str(e.value)

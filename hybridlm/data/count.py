@@ -88,7 +88,10 @@ def parquet_names(files: list[InputFile]) -> dict[str, str]:
     collide (`a.jsonl` and `a.jsonl.gz`), so no two inputs write one file."""
     short = {f.key: f"{f.source}/{strip_suffix(f.relpath)}.parquet" for f in files}
     clash = {n for n in short.values() if list(short.values()).count(n) > 1}
-    return {k: (f"{f.source}/{f.relpath}.parquet" if short[k] in clash else short[k]) for k, f in zip(short, files)}
+    return {
+        k: (f"{f.source}/{f.relpath}.parquet" if short[k] in clash else short[k])
+        for k, f in zip(short, files, strict=True)
+    }
 
 
 @data_stage("count", owned=("report.json", "rejects.jsonl", "tokenized"))

@@ -85,13 +85,11 @@ def _key(source: str, relpath: str) -> str:
     return f"{source}__{relpath}".replace("/", "__")
 
 
-def output_name(relpath: str, suffix: str = ".jsonl") -> str:
-    """The output name mirroring an input: the input path itself when it is already `suffix`-readable JSONL (its
-    compression kept), else the input path with `suffix` appended (`a.parquet` -> `a.parquet.jsonl`), so `a.jsonl`
-    and `a.jsonl.gz` never write the same file."""
-    if suffix == ".jsonl" and relpath.endswith(JSONL_SUFFIXES):
-        return relpath
-    return relpath + suffix
+def output_name(relpath: str) -> str:
+    """The JSONL output mirroring an input: the input path itself when the input is JSONL (its compression kept),
+    else the input path with `.jsonl` appended (`a.parquet` -> `a.parquet.jsonl`), so `a.jsonl` and `a.jsonl.gz`
+    never write the same file."""
+    return relpath if relpath.endswith(JSONL_SUFFIXES) else relpath + ".jsonl"
 
 
 def _assign_names(files: list[InputFile]) -> list[InputFile]:
@@ -309,8 +307,7 @@ def _read_error(path: Path, err: BaseException, line: int) -> DataError:
         what = f"not {kind} data although the name ends in .{'zst' if kind == 'zstd' else 'gz'} ({msg})"
     else:
         what = f"corrupt {kind} data {where} ({msg})"
-    return DataError(f"cannot read {path}: {what}; re-create or re-download it (records before it were not lost: "
-                     "the stage stopped without writing this file's output)")
+    return DataError(f"cannot read {path}: {what}; nothing was written for it: re-create or re-download the file")
 
 
 def iter_records(
@@ -419,12 +416,10 @@ def _iter_jsonl(path: Path, rejects: RejectLog, limit: int = 0) -> Iterator[tupl
                         rejects.add(path, i, bad, line.rstrip("\n"))
                         continue
                 yield i, rec
-    except (_Truncated, EOFError, OSError, zlib.error) as e:
-        if isinstance(e, (FileNotFoundError, PermissionError)):
-            raise
-        raise _read_error(path, e, i) from None
-    except Exception as e:
-        if type(e).__name__ == "ZstdError":
+    except Exception as e:  # a compressed stream that cannot be read to its end: one line naming the file
+        compressed = path.name.endswith((".gz", ".zst"))
+        if compressed and (isinstance(e, (_Truncated, EOFError, zlib.error, gzip.BadGzipFile))
+                           or type(e).__name__ == "ZstdError"):
             raise _read_error(path, e, i) from None
         raise
 

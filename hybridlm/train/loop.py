@@ -15,6 +15,7 @@ import torch
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
 from hybridlm.train import checkpoint as ckpt
+from hybridlm.train import rundir
 from hybridlm.train.config import RunConfig
 from hybridlm.train.data import BatchStream, eval_dataset
 from hybridlm.train.distributed import (
@@ -32,7 +33,6 @@ from hybridlm.train.faults import nan_step
 from hybridlm.train.metrics import MetricsLogger, ProgressBar, read_metrics
 from hybridlm.train.optim import build_optimizer, set_lr
 from hybridlm.train.plots import plot_run
-from hybridlm.train.rundir import RunStart, last_loss as last_logged_loss, open_run
 from hybridlm.train.schedules import lr_at
 from hybridlm.train.throughput import Throughput, peak_flops, train_flops_per_token
 
@@ -73,7 +73,7 @@ def run_training(
     owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
-        with open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx) as start:
+        with rundir.open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx) as start:
             return _train(
                 cfg, Path(output_dir), start, device, ctx, cfg.train.progress if progress is None else progress
             )
@@ -92,7 +92,7 @@ def _load_init_weights(model: HybridLM, source: str) -> None:
 
 
 def _train(
-    cfg: RunConfig, out: Path, run: RunStart, device: torch.device, ctx: DistContext, show: bool
+    cfg: RunConfig, out: Path, run: rundir.RunStart, device: torch.device, ctx: DistContext, show: bool
 ) -> dict:
     t = cfg.train
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def _train(
     bar = ProgressBar(t.steps, start, enabled=show and ctx.is_main)
     fpt = train_flops_per_token(mcfg, cfg.data.seq_len, device.type)
     meter = Throughput(fpt, peak_flops(device, t.peak_flops) if fpt is not None else None)
-    last_loss, last_eval, skipped_total = last_logged_loss(out, start) if start else float("nan"), None, 0
+    last_loss, last_eval, skipped_total = rundir.last_loss(out, start) if start else float("nan"), None, 0
 
     def evaluate() -> dict:
         return evaluate_loss(
