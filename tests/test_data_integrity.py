@@ -310,6 +310,8 @@ def test_workers_die_with_a_killed_run_and_the_rerun_cleans_up(tmp_path):
 
     with pytest.raises(DirectoryLockedError, match=f"in use by pid {proc.pid}"):
         run_filter([tmp_path / "in"], out)
+    with pytest.raises(DirectoryLockedError, match=f"in use by pid {proc.pid}"):
+        run_dedup([tmp_path / "in"], out, config=DedupConfig(ngram=5))
     (out / "kept" / "in").mkdir(parents=True, exist_ok=True)
     (out / "kept" / "in" / "p0.jsonl.tmp").write_text("half a line")  # as a killed writer leaves it
     os.kill(proc.pid, signal.SIGKILL)
