@@ -26,11 +26,16 @@ def evaluate_loss(
     in a fixed order, so two models (or one model before and after annealing) see the same tokens.
     Returns {"loss", "ppl", "tokens"}; the loss is pure cross-entropy (no MoE auxiliary loss).
     With `document_mask` and an EOS id in the shards, documents stay apart as in training."""
-    from hybridlm.train.data import document_ids
-    if isinstance(dataset, str):
-        from hybridlm.train.data import open_dataset
+    from hybridlm.train.data import check_ids, document_ids, open_dataset
 
+    if isinstance(dataset, str):
         dataset = open_dataset(dataset)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    max_seq = getattr(getattr(model, "config", None), "max_seq_len", None)
+    if max_seq is not None and seq_len > max_seq:
+        from hybridlm.errors import ConfigError
+
+        raise ConfigError(f"seq_len {seq_len} exceeds the model's max_seq_len {max_seq}")
     n = (dataset.total_tokens - 1) // seq_len
     if max_batches:
         n = min(n, max_batches * batch_size)
@@ -45,7 +50,9 @@ def evaluate_loss(
             dataset.tokens(w * seq_len, seq_len + 1).astype("int64")
             for w in range(first, min(n, first + batch_size))
         ]
-        ids = torch.from_numpy(np.stack(rows)).to(device)
+        batch = np.stack(rows)
+        check_ids(batch, vocab, lambda r, first=first: (dataset, (first + r) * seq_len))
+        ids = torch.from_numpy(batch).to(device)
         with torch.autocast(
             device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
         ):
