@@ -128,7 +128,8 @@ class HybridLM(nn.Module):
             segments = Segments.from_masks((b, l), offset, attention_mask, seq_idx, continuing, input_ids.device)
         elif cache is not None and cache.seg_start is not None:
             segments = Segments.continuing(cache.seg_start, l, offset)
-        x = self.embed(input_ids)
+        decode = cache is not None and l == 1  # one token per row: every layer works on (b, d)
+        x = self.embed(input_ids[:, 0] if decode else input_ids)
         x0 = x
         t = None
         aux_losses = []
@@ -150,9 +151,11 @@ class HybridLM(nn.Module):
             cache.offset += l
             if segments is not None:
                 cache.seg_start = segments.start[:, -1].clone()
-        if logits_to_keep:
+        if logits_to_keep and not decode:
             x = x[:, -logits_to_keep:]
         logits = self.logits(self.norm_f(x))
+        if decode:
+            logits = logits[:, None]
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         loss = None
         if labels is not None:

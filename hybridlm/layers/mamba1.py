@@ -77,6 +77,9 @@ class Mamba1(nn.Module):
 
     def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 segments: Segments | None = None) -> torch.Tensor:
+        """u (b, l, d), or (b, d) for one decoded token (with a cache)."""
+        if u.dim() == 2:
+            return self.forward(u[:, None], cache, offset, segments)[:, 0]
         b, l, _ = u.shape
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
