@@ -47,7 +47,8 @@ class Attention(nn.Module):
                 lora: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> torch.Tensor:
         b, l, _ = x.shape
         q, k, v = self.project(x, offset, lora)
-        y = self.attend(q, k, v, cache, offset)
+        attend = getattr(cache, "attend", None)  # a cache slot that attends across ranks (hybridlm.parallel.kv)
+        y = attend(self, q, k, v, offset) if attend is not None else self.attend(q, k, v, cache, offset)
         return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
 
     def project(self, x: torch.Tensor, offset: int, lora=None):

@@ -11,7 +11,7 @@ from torch import nn
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import GatedRMSNorm
-from hybridlm.layers.ssd import ssd_chunked, ssd_step
+from hybridlm.layers.ssd import ssd_chunked, ssd_step, state_output
 
 
 class Mamba2(nn.Module):
@@ -59,10 +59,11 @@ class Mamba2(nn.Module):
         b, l, _ = u.shape
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
         A = -torch.exp(self.A_log.float())
-        if cache is not None and l == 1:
+        passing = getattr(cache, "passing", None)  # context-parallel prefill (hybridlm.parallel.state)
+        if cache is not None and l == 1 and passing is None:
             y = self._step(xBC[:, 0], dt[:, 0], A, cache)[:, None]
         else:
-            y = self._scan(xBC, dt, A, cache)
+            y = self._scan(xBC, dt, A, cache, passing)
         return self.out_proj(self.norm(y.to(u.dtype), z))
 
     def _split_xBC(self, xBC: torch.Tensor):
@@ -70,14 +71,19 @@ class Mamba2(nn.Module):
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         return x, B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state))
 
-    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
+    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, passing=None) -> torch.Tensor:
+        """With `passing`, this is one rank's slice: the conv's left context comes from the ranks before,
+        the scan starts from zero and the entering state's contribution is added after."""
         b, l, _ = xBC.shape
-        xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias,
-                                 cache["conv"] if cache is not None else None))
+        if passing is not None:
+            left = passing.left_context(xBC, self.conv1d.kernel_size[0] - 1, cache)
+        else:
+            left = cache["conv"] if cache is not None else None
+        xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias, left))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
-        initial = cache["ssm"] if cache is not None else None
+        initial = cache["ssm"] if cache is not None and passing is None else None
         kernel = kernels.ssd_kernel(x)
         if kernel is not None:
             y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial,
@@ -87,7 +93,9 @@ class Mamba2(nn.Module):
             if x.device.type == "cpu" and self.cpu_chunk_size is not None:
                 chunk = min(chunk, self.cpu_chunk_size)
             y, final = ssd_chunked(x, dt, A, B, C, chunk, initial)
-        if cache is not None:
+        if passing is not None:
+            y = y + state_output(C, dt, A, passing.start_state(final, (A * dt.sum(1))[..., None, None], cache))
+        elif cache is not None:
             cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()[:, None]
         return y.flatten(-2)
