@@ -101,6 +101,8 @@ def generate(
         ids = [1, 2, 3, 4]
     if not ids:
         raise HybridLMError("the prompt is empty")
+    if len(ids) < nproc:
+        raise HybridLMError(f"--nproc {nproc} needs a prompt of at least {nproc} tokens (one per rank), got {len(ids)}")
     sharded = nproc > 1 or under_torchrun() or context_parallel is not None
     request = {"source": source, "prompt_ids": ids, "max_new_tokens": max_new_tokens, "sample": sample,
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "threads": threads,
