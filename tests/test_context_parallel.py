@@ -206,12 +206,19 @@ def test_generate_cli_on_two_ranks_gives_the_single_process_tokens_and_counts_by
 
 
 def test_generate_cli_mistakes_are_one_line_before_any_rank_starts(tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridlm.cli import app
+
     (tmp_path / "ids.txt").write_text("1 2 x")
     for extra, message in ((["--context-parallel", "star"], "--context-parallel must be one of tree, ring"),
                            (["--prompt-ids-file", str(tmp_path / "none.txt")], "no such file"),
                            (["--prompt-ids-file", str(tmp_path / "ids.txt")], "got 'x'"),
-                           (["--prompt-ids", "1 2", "--nproc", "3"], "at least 3 tokens (one per rank), got 2")):
-        proc = subprocess.run([sys.executable, "-m", "hybridlm", "generate", "mamba2-tiny", *extra],
-                              capture_output=True, text=True)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (extra, proc.stderr)
+                           (["--prompt-ids", "1", "--prompt-ids-file", str(tmp_path / "ids.txt")], "give one prompt")):
+        res = CliRunner().invoke(app, ["generate", "mamba2-tiny", *extra])
+        assert isinstance(res.exception, HybridLMError) and message in str(res.exception), (extra, res.output)
+    proc = subprocess.run([sys.executable, "-m", "hybridlm", "generate", "mamba2-tiny", "--prompt-ids", "1 2",
+                           "--nproc", "3"], capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines == ["error: --nproc 3 needs a prompt of at least 3 tokens (one per rank), "
+                                              "got 2"]
