@@ -9,7 +9,8 @@ which on a CPU would take O(context^2) time and changes nothing about a decoding
 states stay zero. Per step the time is the slowest rank's, the bytes are the payload this rank handed
 to collectives (`hybridlm.parallel.comm`), both the largest over ranks (bytes: and over steps);
 memory is the peak while decoding above the memory in use before the cache existed, i.e. the cache plus
-what decoding allocates on top (CPU: RSS; CUDA: allocated bytes).
+what decoding allocates on top (CPU: RSS, glibc returning freed buffers at once; CUDA: allocated
+bytes).
 
 Ranks run as `python -m hybridlm.bench.decode` under torchrun, one launch per rank count; the single
 device runs in this process.
@@ -84,6 +85,7 @@ def run_decode(sweep: DecodeSweep, progress=None) -> list[Record]:
     done = 0
     records: list[Record] = []
     if "single" in sweep.modes:
+        memory.return_large_frees()
         threads = torch.get_num_threads()
         torch.set_num_threads(sweep.threads)
         try:
@@ -115,6 +117,7 @@ def run_rank(request: dict) -> dict:
     sweep = DecodeSweep(**request)
     device = join_group(sweep.backend)
     torch.set_num_threads(sweep.threads)
+    memory.return_large_frees()
     records, n = [], 0
     measure_point(sweep, sweep.modes[0], min(sweep.contexts), device)  # first-time allocations stay out
     for context in sweep.contexts:

@@ -3,7 +3,9 @@
 Linux resets the peak (VmHWM) by writing 5 to /proc/self/clear_refs; elsewhere only a new lifetime peak
 (ru_maxrss) shows. glibc keeps freed memory, so `settle` trims it before a baseline is read. Pages a
 tensor allocated but never touched (torch.zeros of a large buffer) are not resident: RSS counts what is
-used. A rough figure, to MiB; CUDA's allocator statistics are exact."""
+used. glibc also keeps large freed blocks once its mmap threshold has grown past them, so a benchmark that
+frees and reallocates buffers calls `return_large_frees` first. To the MiB; CUDA's allocator statistics
+are exact."""
 
 from __future__ import annotations
 
@@ -18,6 +20,15 @@ def settle() -> None:
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def return_large_frees(threshold: int = 2**20) -> None:
+    """glibc: serve allocations of `threshold` bytes and more by mmap, always (the threshold stops growing),
+    so freeing a large tensor returns its memory and the RSS follows the live tensors."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc
         pass
 

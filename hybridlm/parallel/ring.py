@@ -17,13 +17,13 @@ def ring_blocks(comm: Comm, block: torch.Tensor, lengths: list[int], dim: int) -
     size along `dim` (blocks may differ there, nowhere else). Consume the whole iterator: every rank must
     take part in every hop."""
     rank, world = comm.rank, comm.world
-    current = block.contiguous()
+    current, shape = block.contiguous(), list(block.shape)
+    del block  # from the first hop on, a rank holds only the block in hand and the one arriving
     for hop in range(world):
         works, incoming = [], None
         if hop + 1 < world:
-            shape = list(block.shape)
             shape[dim] = lengths[(rank - hop - 1) % world]
-            incoming = block.new_empty(shape)
+            incoming = current.new_empty(shape)
             works = comm.start_shift(current, incoming)
         yield (rank - hop) % world, current
         for work in works:
