@@ -195,7 +195,7 @@ class HybridLM(nn.Module):
         cp = None if context_parallel is None else ContextParallel.of(context_parallel)
         if do_sample:
             generator = torch.Generator(device=input_ids.device)
-            seed = cp.common_seed(seed) if cp is not None else seed
+            seed = cp.common_seed(seed, input_ids.device) if cp is not None else seed
             generator.manual_seed(seed if seed is not None else torch.seed())
         if cp is None:
             cache, prompt = self.allocate_cache(b, l + max_new_tokens), input_ids

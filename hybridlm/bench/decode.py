@@ -243,6 +243,10 @@ def plot_decode(records: list[Record], path) -> None:
             name = "single device" if mode == "single" else f"{mode}, {n} ranks"
             ax.plot([r["context"] for r in recs], [r[key] * scale for r in recs], marker="o", ms=3, color=color,
                     ls="--" if mode == "single" else "-", label=name)
+        tree = {r[key] for (mode, _), recs in series.items() if mode == "tree" for r in recs}
+        if key == "bytes_per_step" and len(tree) == 1:  # the tree lines coincide: say so
+            ax.annotate(f"tree: {tree.pop():,} B at every context and rank count", (0.03, 0.06),
+                        xycoords="axes fraction", fontsize=8, color=plt.cm.Blues(1.0))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")

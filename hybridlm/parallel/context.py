@@ -99,11 +99,11 @@ class ContextParallel:
         decode = self.comm.sent - self.prefill_bytes
         return {"prefill": self.prefill_bytes, "decode_per_step": round(decode / steps) if steps else 0}
 
-    def common_seed(self, seed: int | None) -> int:
+    def common_seed(self, seed: int | None, device=None) -> int:
         """The same sampling seed on every rank (rank 0's when none is given)."""
         if seed is not None or self.world == 1:
             return seed if seed is not None else torch.seed() % 2**63
-        t = torch.tensor([torch.seed() % 2**63], dtype=torch.int64)
+        t = torch.tensor([torch.seed() % 2**63], dtype=torch.int64, device=device)
         return int(self.comm.broadcast(t, src=0).item())
 
     # ----- what the kinds' specs build (LayerKind.allocate_sharded_cache) -----

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-KV_BLOCK = 8192  # keys per split-KV block: bounds the fp32 score tile, not the result
-Q_BLOCK = 1024  # queries per tile in prefill
+KV_BLOCK = 8192  # keys per split-KV block
+Q_BLOCK = 256  # queries per tile in prefill: a tile's fp32 scores are heads x 256 x 8192 x 4 bytes at most
 
 
 @dataclass
