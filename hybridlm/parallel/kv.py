@@ -34,7 +34,9 @@ class ShardedKV(dict):
         self.cp = cp
         self.length = 0  # keys held
 
-    def attend(self, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: int) -> torch.Tensor:
+    def attend(self, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: int,
+               segments=None) -> torch.Tensor:
+        _no_segments(segments)
         part = self._prefill(module, q, k, v, offset) if self.cp.prefilling else self._decode(module, q, k, v, offset)
         return part.out.to(q.dtype)
 
@@ -81,7 +83,9 @@ class WindowKV(dict):
         super().__init__(cache)
         self.cp = cp
 
-    def attend(self, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: int) -> torch.Tensor:
+    def attend(self, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: int,
+               segments=None) -> torch.Tensor:
+        _no_segments(segments)
         if not self.cp.prefilling:
             return module.attend(q, k, v, self, offset)
         b, hkv, l, d = k.shape
@@ -102,3 +106,8 @@ class WindowKV(dict):
         kv = rows[:, rows.shape[1] - (stop - start):].view(b, stop - start, hkv, 2 * d).transpose(1, 2)
         slots = torch.arange(start, stop, device=rows.device) % size
         self["k"][:, :, slots], self["v"][:, :, slots] = kv[..., :d], kv[..., d:]
+
+
+def _no_segments(segments) -> None:
+    if segments is not None:
+        raise HybridLMError("context parallelism takes one sequence per row: no attention_mask or seq_idx")
