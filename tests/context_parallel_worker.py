@@ -4,8 +4,8 @@ subgroups, one launch), against the single-process model.
 argv: OUT_JSON. For each config and prompt length (neither divisible by the rank count; the shorter
 gives slices below the conv's halo and the window), each rank computes the single-process reference
 itself, then: prefill logits at every position with ring and all-gather prefill, and greedy generation
-with tree and ring decoding (tokens and per-step logits). Rank 0 writes one record per check, with the
-worst value over the group's ranks."""
+with tree and ring decoding (tokens and per-step logits, the latter bitwise the same on every rank).
+Rank 0 writes one record per check, with the worst value over the group's ranks."""
 
 import json
 import sys
@@ -69,8 +69,12 @@ def check(world: int, group) -> list[dict]:
                                              context_parallel=ContextParallel(mode, group=group))
                 same = float(torch.equal(out, ref_ids))
                 diff = (scores - ref_scores).abs().max().item()
+                lo, hi = scores.clone(), scores.clone()  # every rank must hold the very same logits (sampling)
+                dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
+                dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
                 records.append({**base, "check": f"decode-{mode}", "max_diff": worst(diff, dist.ReduceOp.MAX, group),
-                                "same_tokens": bool(worst(same, dist.ReduceOp.MIN, group))})
+                                "same_tokens": bool(worst(same, dist.ReduceOp.MIN, group)),
+                                "same_on_every_rank": torch.equal(lo, hi)})
     return records
 
 
