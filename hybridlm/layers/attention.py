@@ -64,9 +64,13 @@ class Attention(nn.Module):
                 segments: Segments | None = None) -> torch.Tensor:
         """x (b, l, in_dim), or (b, in_dim) for one decoded token (then the output is (b, out_dim))."""
         q, k, v = self.project(x, offset, lora, segments.positions if segments is not None else None)
-        y = self.attend(q, k, v, cache, offset, segments)
+        attend = getattr(cache, "attend", None)  # a cache slot that attends across ranks (hybridlm.parallel.kv)
+        if attend is not None:
+            y = attend(self, q, k, v, offset, segments)
+        else:
+            y = self.attend(q, k, v, cache, offset, segments)
         if x.dim() == 2:
-            return self.o_proj(y.view(x.shape[0], self.n_heads * self.head_dim))
+            return self.o_proj(y.reshape(x.shape[0], self.n_heads * self.head_dim))
         return self.o_proj(y.transpose(1, 2).reshape(*x.shape[:2], self.n_heads * self.head_dim))
 
     def project(self, x: torch.Tensor, offset: int, lora=None, positions: torch.Tensor | None = None):

@@ -105,3 +105,13 @@ def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Te
     s.mul_(torch.exp(dt * A.float()).view(b, g, e, 1, 1))
     s.add_((x.float() * dt[..., None]).view(b, g, e, p, 1) * B.float().view(b, g, 1, 1, n))
     return (s * C.float().view(b, g, 1, 1, n)).sum(-1).view(b, h, p)
+
+
+def state_output(C: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """What a state entering the sequence adds to its outputs: y_t = exp(A_h sum_{s<=t} dt_s) C_t state, the
+    chunk start-state term of `ssd_chunked` (step 4) for a whole sequence. C (b, l, g, n), dt (b, l, h), A (h,),
+    state (b, h, p, n); returns (b, l, h, p) in fp32."""
+    b, l, g, n = C.shape
+    h, p = state.shape[1:3]
+    y = torch.einsum("blgn,bgepn->blgep", C.float(), state.float().view(b, g, h // g, p, n)).reshape(b, l, h, p)
+    return y * torch.exp(dt.float().cumsum(1) * A.float())[..., None]
