@@ -39,7 +39,7 @@ from hybridlm.train.schedules import lr_at
 
 TRAIN_SEED, EVAL_SEED = 1, 0
 D_MODEL = 64
-MAMBA2 = {"d_state": 16, "headdim": 16, "ngroups": 1, "chunk_size": 32}
+MAMBA2 = {"d_state": 16, "headdim": 32, "ngroups": 1, "chunk_size": 32}
 WIDTHS = range(16, 1025, 16)  # MLP widths tried when matching parameter counts
 
 
@@ -100,7 +100,7 @@ def train(cfg: ModelConfig, steps: int, batch: int, lengths: list[int], lr: floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=800, help="Training steps per model.")
+    ap.add_argument("--steps", type=int, default=1000, help="Training steps per model.")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vocab", type=int, default=40, help="Task vocabulary (keys: half of the ids after 2).")

@@ -138,7 +138,7 @@ def _generate(lm: HybridLMEval, contexts: list[str], **gen_kwargs) -> list[str]:
                               for i, c in enumerate(contexts)], disable_tqdm=True)
 
 
-def test_generate_until_cuts_at_stop_strings_and_batches_by_length(tokenizer_dir, tmp_path):
+def test_generate_until_cuts_at_stop_strings_and_batches_with_left_padding(tokenizer_dir, tmp_path):
     torch.set_num_threads(1)
     lm = HybridLMEval(pretrained="zamba2-tiny", tokenizer=str(tokenizer_dir), batch_size=3, max_length=64)
     contexts = ["Q: What is the capital of Zorland?\nA:", "The river", "Brim is an old", "Cats"]
@@ -149,11 +149,11 @@ def test_generate_until_cuts_at_stop_strings_and_batches_by_length(tokenizer_dir
     assert cut == [t.split(stop)[0] for t in full] and cut[0] != full[0]
     one_by_one = [_generate(HybridLMEval(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=1,
                                          max_length=64), [c], until=[], max_gen_toks=12)[0] for c in contexts]
-    assert one_by_one == full
-    # one prompt length per batch (no padding) until HybridLM.generate takes attention_mask
+    assert one_by_one == full  # prompts of different lengths, left-padded in batches of 3
     prompts = [[1, 2], [3, 4, 5], [6, 7], [8, 9]]
-    batches = list(lm._generation_batches(prompts, ["greedy"] * 4))
-    assert sorted(map(sorted, batches)) == [[0, 2, 3], [1]]
+    assert list(lm._generation_batches(prompts, ["greedy"] * 4)) == [[1, 0, 2], [3]]  # longest first
+    lm.pad_prompts = False  # the alternative: one prompt length per batch, no padding
+    assert sorted(map(sorted, lm._generation_batches(prompts, ["greedy"] * 4))) == [[0, 2, 3], [1]]
 
 
 def test_loglikelihood_is_unchanged_by_batching(tokenizer_dir):

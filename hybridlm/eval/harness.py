@@ -9,8 +9,9 @@ for every causal model, and this class scores them:
   `max_length` tokens, as lm-eval's `hf` model does.
 - loglikelihood_rolling: lm-eval's disjoint rolling windows of `max_length` tokens, scored as above (all
   windows of all documents are sorted and batched together) and summed per document.
-- generate_until: prompts grouped by generation settings and, for now, by token length, so a batch needs no
-  padding (see `pad_prompts`); greedy or sampled with `HybridLM.generate`, stopped at the tokenizer's EOS and
+- generate_until: prompts grouped by generation settings, longest first, batched with LEFT padding and
+  `attention_mask` (each row generates what it would alone; `pad_prompts = False` would instead batch only
+  prompts of one token length); greedy or sampled with `HybridLM.generate`, stopped at the tokenizer's EOS and
   cut at the first stop string.
 
 Log-probabilities are taken over the model's `vocab_size` ids (ids added only to pad the embedding to a
@@ -64,9 +65,9 @@ class HybridLMEval(TemplateLM):
     max_length (default: the config's max_seq_len), max_gen_toks (256), device (cpu), dtype (float32),
     add_bos_token, seed (random weights of a preset and sampling)."""
 
-    # Batches of generation prompts hold prompts of one token length. Once HybridLM.generate takes
-    # `attention_mask` (left padding), set this to True: prompts of any length then share a batch.
-    pad_prompts = False
+    # Generation batches prompts of any length with left padding and `attention_mask` (HybridLM.generate
+    # computes each row as if alone). False: a batch holds prompts of one token length, no padding.
+    pad_prompts = True
 
     def __init__(self, pretrained="zamba2-tiny", tokenizer=None, batch_size=1, max_length=None, max_gen_toks=256,
                  device="cpu", dtype="float32", add_bos_token=None, seed=0, max_batch_size=None):
