@@ -151,8 +151,8 @@ def main() -> None:
               + f" {r['train_seconds']:>8.0f}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     write_json(args.out / "recall.json", {"settings": settings, "models": results})
-    plot_recall(curves, args.out / "recall.png",
-                title=f"MQAR after {args.steps} training steps: accuracy vs context length (pairs = length / 8)")
+    plot_recall(curves, args.out / "recall.png", vocab=args.vocab,
+                title=f"MQAR after {args.steps} training steps (key-value pairs = length / 8)")
     print(f"wrote {args.out / 'recall.json'} and {args.out / 'recall.png'}")
 
 

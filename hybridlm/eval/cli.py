@@ -171,5 +171,5 @@ def recall(
         write_json(json_out, out)
         console.print(f"scores written to {json_out}")
     if plot is not None:
-        plot_recall({source: rows}, plot, title=f"In-context recall: {source}")
+        plot_recall({source: rows}, plot, title=f"In-context recall: {source}", vocab=out["vocab"])
         console.print(f"plot written to {plot}")

@@ -69,11 +69,14 @@ class HybridLMEval(TemplateLM):
     # computes each row as if alone). False: a batch holds prompts of one token length, no padding.
     pad_prompts = True
 
-    def __init__(self, pretrained="zamba2-tiny", tokenizer=None, batch_size=1, max_length=None, max_gen_toks=256,
+    def __init__(self, pretrained=None, tokenizer=None, batch_size=1, max_length=None, max_gen_toks=256,
                  device="cpu", dtype="float32", add_bos_token=None, seed=0, max_batch_size=None):
         super().__init__()
         from hybridlm.model import HybridLM
 
+        if pretrained is None:
+            raise HybridLMError("the hybridlm lm-eval model needs pretrained=SOURCE (a checkpoint directory, a "
+                                "preset or a config file)")
         if isinstance(pretrained, HybridLM):
             self.model = pretrained
         else:

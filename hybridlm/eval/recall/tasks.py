@@ -57,6 +57,12 @@ class RecallBatch:
         return out
 
 
+def chance(task: str, vocab: int) -> float:
+    """The accuracy of guessing an answer token uniformly among the ids it can take."""
+    content = vocab - FIRST_CONTENT
+    return 1 / (content - content // 2) if task == "mqar" else 1 / content
+
+
 def mqar_pairs(length: int) -> int:
     return max(1, length // 8)
 
