@@ -103,7 +103,7 @@ def _responses(results: dict) -> dict[str, list]:
         answers = []
         for sample in sorted(samples, key=lambda s: s["doc_id"]):
             for resp in sample["resps"]:
-                answers.append(resp[0][0] if isinstance(resp[0], (tuple, list)) else resp[0])
+                answers.append(resp[0][0] if isinstance(resp[0], tuple | list) else resp[0])
         out[task] = answers
     return out
 

@@ -30,7 +30,7 @@ def _require_lm_eval():
     try:
         import lm_eval
     except ImportError:
-        raise HybridLMError('lm-evaluation-harness is not installed; install it with pip install -e ".[eval]"') from None
+        raise HybridLMError('lm-evaluation-harness is not installed (pip install -e ".[eval]")') from None
     import hybridlm.eval  # noqa: F401  (registers the model name)
 
     return lm_eval
@@ -89,7 +89,7 @@ def metric_rows(results: dict) -> list[dict]:
             metric, filt = key.split(",", 1)
             stderr = metrics.get(f"{metric}_stderr,{filt}")
             rows.append({"task": task, "metric": metric, "filter": filt, "value": float(value),
-                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None})
+                         "stderr": float(stderr) if isinstance(stderr, int | float) else None})
     return rows
 
 

@@ -84,11 +84,11 @@ class HybridLMEval(TemplateLM):
 
             self.model, _ = load_model(str(pretrained), int(seed))
         if tokenizer is None:
-            if not (isinstance(pretrained, (str, Path)) and (Path(pretrained) / "tokenizer.json").is_file()):
+            if not (isinstance(pretrained, str | Path) and (Path(pretrained) / "tokenizer.json").is_file()):
                 raise HybridLMError("the hybridlm lm-eval model needs tokenizer=PATH (a tokenizer directory or "
                                     "tokenizer.json) unless the checkpoint directory holds one")
             tokenizer = pretrained
-        self.tokenizer = load_hf_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        self.tokenizer = load_hf_tokenizer(tokenizer) if isinstance(tokenizer, str | Path) else tokenizer
         if dtype not in DTYPES:
             raise HybridLMError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self._device = torch.device(device or "cpu")
