@@ -61,19 +61,18 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (output, load-balancing loss E * sum_e f_e * P_e; 1.0 when perfectly balanced)."""
+        par = self.parallel
+        x_route, x = (x, x) if par is None else par.inputs(x)
         shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        probs = torch.softmax(self.router(x).float(), dim=-1)  # (T, E)
+        x_route, x = x_route.reshape(-1, shape[-1]), x.reshape(-1, shape[-1])
+        probs = torch.softmax(self.router(x_route).float(), dim=-1)  # (T, E)
         weights, experts = probs.topk(self.top_k, dim=-1)  # (T, k)
         if self.normalize_topk:
             weights = weights / weights.sum(-1, keepdim=True)
         flat = experts.flatten()
         counts = torch.bincount(flat, minlength=self.n_experts)
         aux = self.balance_loss(probs, counts)
-        par = self.parallel
-        weights = weights.to(x.dtype)
-        if par is not None:
-            x, weights = par.expert_input(x), par.combine_weights(weights)
+        weights = weights.to(x.dtype) if par is None else par.combine_weights(weights.to(x.dtype))
         order = flat.argsort(stable=True)
         rows = order // self.top_k  # the token of each routed row, rows sorted by expert
         routed = x[rows]
@@ -83,9 +82,8 @@ class MoE(nn.Module):
             routed, local_counts, state = par.dispatch(routed, counts)
             y = par.combine(self.experts(routed, local_counts), state)
         out = torch.zeros(x.shape, dtype=y.dtype, device=x.device).index_add(0, rows, y * weights.flatten()[order, None])
-        if par is not None:
-            out = par.output(out)
-        return out.reshape(shape), aux
+        out = out.reshape(shape)
+        return (out if par is None else par.output(out)), aux
 
     def balance_loss(self, probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """E * sum_e f_e * P_e: f_e the fraction of routed rows sent to expert e, P_e the mean router
