@@ -46,7 +46,10 @@ def evaluate_loss(
             device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
         ):
             logits = model(ids[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+        if hasattr(model, "cross_entropy"):  # a HybridLM, possibly split along the vocabulary
+            loss = model.cross_entropy(logits, ids[:, 1:], reduction="sum")
+        else:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
         total += float(loss)
         count += ids[:, 1:].numel()
     model.train(was_training)

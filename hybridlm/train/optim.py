@@ -14,9 +14,10 @@ from hybridlm.layers.norms import LayerNorm, RMSNorm
 from hybridlm.train.config import OptimConfig
 
 
-def no_decay_names(model: nn.Module, cfg: OptimConfig) -> set[str]:
-    """Names of the parameters that get no weight decay."""
-    out: set[str] = set()
+def no_decay_names(model: nn.Module, cfg: OptimConfig, marked: set[str] | None = None) -> set[str]:
+    """Names of the parameters that get no weight decay. `marked`: the names marked `_no_weight_decay`
+    (default: read from the parameters themselves)."""
+    out: set[str] = set(marked or ())
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
             name = f"{mod_name}.{p_name}" if mod_name else p_name
