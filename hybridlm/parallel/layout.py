@@ -170,18 +170,18 @@ def validate(cfg, tp: int, ep: int, sp: bool = False, seq_len: int | None = None
     for token in sorted(set(cfg.tokens)):
         for what, size in KINDS[token].tp_splits(cfg):
             if size % tp:
-                raise ConfigError(f"distributed.tp={tp} must divide the {what} ({size})")
+                raise ConfigError(f"tp={tp} must divide the {what} ({size})")
         try:
             KINDS[token].tp_plan(cfg, tp)
         except ValueError as err:
-            raise ConfigError(f"distributed.tp={tp}: {err}") from None
+            raise ConfigError(f"tp={tp}: {err}") from None
     if cfg.padded_vocab_size % tp:
-        raise ConfigError(f"distributed.tp={tp} must divide the padded vocabulary ({cfg.padded_vocab_size}); "
+        raise ConfigError(f"tp={tp} must divide the padded vocabulary ({cfg.padded_vocab_size}); "
                           "set pad_vocab_multiple to a multiple of tp")
     if ep > 1:
         if not any(KINDS[t].tp_plan(cfg, tp).experts for t in set(cfg.tokens)):
-            raise ConfigError(f"distributed.ep={ep}: the model has no experts to split")
+            raise ConfigError(f"ep={ep}: the model has no experts to split")
         if cfg.moe.n_experts % ep:
-            raise ConfigError(f"distributed.ep={ep} must divide moe.n_experts ({cfg.moe.n_experts})")
+            raise ConfigError(f"ep={ep} must divide moe.n_experts ({cfg.moe.n_experts})")
     if sp and seq_len is not None and seq_len % tp:
-        raise ConfigError(f"distributed.sequence_parallel: tp={tp} must divide data.seq_len ({seq_len})")
+        raise ConfigError(f"sequence parallelism: tp={tp} must divide data.seq_len ({seq_len})")
