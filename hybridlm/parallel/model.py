@@ -50,7 +50,6 @@ class ParallelModel:
     pmesh: ParallelMesh
     mode: str  # none | ddp | zero1 | fsdp2
     layouts: dict[str, ParamLayout]  # of the stored local tensors (FSDP2 chunks included)
-    no_weight_decay: set[str]  # names the layers mark `_no_weight_decay` (the marks do not survive the split)
 
     @classmethod
     def build(cls, cfg: ModelConfig, pmesh: ParallelMesh, mode: str, device: torch.device,
@@ -60,7 +59,6 @@ class ParallelModel:
         with torch.device("meta"):
             model = HybridLM(cfg)  # draws its init seed from torch's generator, as the single process does
         rules, seed = model.init_rules(), model.init_seed
-        marked = {n for n, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)}
         layouts = param_layouts(model, dims.tp, pmesh.tp_rank, dims.ep, pmesh.ep_rank, dims.sp)
         parallelize(model, pmesh, layouts)
         wrapped = model
@@ -82,7 +80,7 @@ class ParallelModel:
                 DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, experts)
             ids = [device.index] if device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=ids, process_group=pmesh.data_group)
-        return cls(model, wrapped, pmesh, mode, layouts, marked)
+        return cls(model, wrapped, pmesh, mode, layouts)
 
     # ----- gradients -----
     @torch.no_grad()

@@ -32,7 +32,7 @@ from hybridlm.train.distributed import barrier as ctx_barrier
 from hybridlm.train.evaluate import evaluate_loss
 from hybridlm.train.faults import nan_step
 from hybridlm.train.metrics import MetricsLogger, ProgressBar, read_metrics
-from hybridlm.train.optim import build_optimizer, no_decay_names, set_lr
+from hybridlm.train.optim import build_optimizer, no_decay_names, plain_no_decay_names, set_lr
 from hybridlm.train.plots import plot_run
 from hybridlm.train.schedules import lr_at
 from hybridlm.train.throughput import Throughput, peak_flops, train_flops_per_token
@@ -100,7 +100,7 @@ def _build(mcfg, cfg: RunConfig, ctx: DistContext, device: torch.device):
     mixed = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
     pm = ParallelModel.build(mcfg, ctx.pmesh, ctx.mode, device, mixed if ctx.mode == "fsdp2" else None,
                              cfg.data.seq_len)
-    return pm.model, pm.wrapped, pm, no_decay_names(pm.model, cfg.optim, marked=pm.no_weight_decay)
+    return pm.model, pm.wrapped, pm, plain_no_decay_names(mcfg, cfg.optim)
 
 
 def _train(

@@ -2,8 +2,9 @@
 embeddings (each as configured) and the SSM's own parameters (A_log, D and the dt bias of Mamba1 and
 Mamba2, which their layers mark `_no_weight_decay`, as mamba_ssm does), whatever their shape.
 
-Which parameters decay is decided by name on the plain model (`no_decay_names`), before tensor / expert /
-data parallelism replace the parameters with their shards, so every layout gets the same groups."""
+Which parameters decay is decided by name on the plain model (`plain_no_decay_names`: module types and the
+layers' marks), not on a split one (its shards are new tensors in new modules), so every layout gets the
+same groups."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from hybridlm.layers.norms import LayerNorm, RMSNorm
 from hybridlm.train.config import OptimConfig
 
 
-def no_decay_names(model: nn.Module, cfg: OptimConfig, marked: set[str] | None = None) -> set[str]:
-    """Names of the parameters that get no weight decay. `marked`: the names marked `_no_weight_decay`
-    (default: read from the parameters themselves)."""
-    out: set[str] = set(marked or ())
+def no_decay_names(model: nn.Module, cfg: OptimConfig) -> set[str]:
+    """Names of the parameters of a plain model that get no weight decay."""
+    out: set[str] = set()
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
             name = f"{mod_name}.{p_name}" if mod_name else p_name
@@ -30,6 +30,14 @@ def no_decay_names(model: nn.Module, cfg: OptimConfig, marked: set[str] | None =
             ):
                 out.add(name)
     return out
+
+
+def plain_no_decay_names(model_config, cfg: OptimConfig) -> set[str]:
+    """`no_decay_names` of the plain model of a config (built on the meta device, torch's generator untouched)."""
+    from hybridlm.model import HybridLM
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return no_decay_names(HybridLM(model_config), cfg)
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig, exempt: set[str] | None = None) -> list[dict]:
