@@ -81,7 +81,8 @@ class MoE(nn.Module):
         else:
             routed, local_counts, state = par.dispatch(routed, counts)
             y = par.combine(self.experts(routed, local_counts), state)
-        out = torch.zeros(x.shape, dtype=y.dtype, device=x.device).index_add(0, rows, y * weights.flatten()[order, None])
+        weighted = y * weights.flatten()[order, None]  # under autocast: bf16 expert outputs, fp32 weights
+        out = torch.zeros(x.shape, dtype=weighted.dtype, device=x.device).index_add(0, rows, weighted)
         out = out.reshape(shape)
         return (out if par is None else par.output(out)), aux
 
