@@ -53,7 +53,8 @@ def test_init_of_a_shard_equals_the_slice_of_the_whole_init():
     for rule in (Normal(0.02), Uniform(0.5), DtBias(1e-3, 0.1, 1e-4), LogPosition(1)):
         whole = torch.empty(shape)
         fill_(whole, rule, 7, "w")
-        for rows, cols in ((slice(10, 290), slice(250, 500)), (slice(0, 300), slice(3, 4)), (slice(299, 300), slice(None))):
+        pieces = ((slice(10, 290), slice(250, 500)), (slice(0, 300), slice(3, 4)), (slice(299, 300), slice(None)))
+        for rows, cols in pieces:
             part = torch.empty(whole[rows, cols].shape)
             fill_(part, rule, 7, "w", flat_index(shape)[rows, cols], shape)
             assert torch.equal(part, whole[rows, cols]), rule
@@ -94,7 +95,8 @@ def test_layouts_cover_every_element_once_or_replicate_it(tp, ep):
     for name, p in model.named_parameters():
         counts = torch.zeros(p.numel(), dtype=torch.int64)
         for layouts in ranks:
-            counts.index_add_(0, layouts[name].local_index().flatten(), torch.ones(layouts[name].numel, dtype=torch.int64))
+            held = layouts[name].local_index().flatten()
+            counts.index_add_(0, held, torch.ones_like(held))
         layout = ranks[0][name]
         if layout.tp_whole and not layout.expert:
             assert (counts == tp * ep).all(), name
@@ -117,7 +119,7 @@ def test_every_kind_has_a_plan_whose_names_exist(name):
     tp = 2 if all(size % 2 == 0 for size in sizes) else 1
 
     names = dict(model.named_parameters())
-    for prefix, module, plan in module_plans(model, tp).entries:
+    for prefix, _, plan in module_plans(model, tp).entries:
         for rel in [*plan.cuts, *plan.partial, *plan.experts]:
             if rel.endswith("bias") and prefix + rel not in names:
                 continue  # conditional biases are listed when the config has them

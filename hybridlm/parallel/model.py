@@ -157,7 +157,7 @@ def _fully_shard(model: HybridLM, pmesh: ParallelMesh, mixed_precision: torch.dt
     mp = MixedPrecisionPolicy(param_dtype=mixed_precision, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()
     data = pmesh.submesh("data")
-    for prefix, module, plan in module_plans(model, dims.tp).entries:
+    for _, module, plan in module_plans(model, dims.tp).entries:
         if plan.experts and dims.ep > 1:
             fully_shard(module.router, mesh=data, mp_policy=mp)
             fully_shard(module, mesh=pmesh.submesh("dp"), mp_policy=mp)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
 from hybridlm.parallel.comm import Region, vocab_parallel_cross_entropy
 from hybridlm.parallel.experts import ExpertRouting
@@ -64,6 +65,10 @@ class TensorParallelLM(HybridLM):
     def cross_entropy(self, logits, targets, reduction="mean"):
         return vocab_parallel_cross_entropy(logits, targets, self.vocab_start, self.tp_region.group, reduction)
 
+    def generate(self, *args, **kwargs):
+        raise HybridLMError("generation runs on the whole model: load the run's OUTPUT/final (or a checkpoint) "
+                            "with HybridLM.from_pretrained / load_checkpoint in one process")
+
 
 @torch.no_grad()
 def shard_parameters_(model: nn.Module, layouts: dict[str, ParamLayout]) -> None:
@@ -87,7 +92,7 @@ def parallelize(model: HybridLM, pmesh: ParallelMesh, layouts: dict[str, ParamLa
     shard_parameters_(model, layouts)
     region = Region(pmesh.tp_group if dims.tp > 1 else None, dims.sp)
     ops = {"sum": region.sum, "mean": region.mean}
-    for prefix, module, plan in module_plans(model, dims.tp).entries:
+    for _, module, plan in module_plans(model, dims.tp).entries:
         if module is model:
             continue
         if dims.tp > 1:

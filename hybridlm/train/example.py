@@ -55,7 +55,7 @@ train:
   plots: true               # OUTPUT/plots/loss.png and lr.png
   export: true              # the final model in the Hugging Face layout, OUTPUT/final
 
-distributed:                # N processes: `hybridlm train this.yaml -o OUT --nproc N` (or torchrun); world = dp x ep x tp
+distributed:                # N processes: `hybridlm train this.yaml -o OUT --nproc N` (or torchrun); N = dp x ep x tp
   mode: none                # data parallelism: none | ddp | zero1 | fsdp2 (FSDP2: bf16 compute, fp32 master on CUDA)
   backend: auto             # gloo on CPU, nccl on CUDA
   tp: 1                     # tensor parallelism: each layer split over tp ranks (Megatron's layout for Mamba2)

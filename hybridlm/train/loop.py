@@ -14,11 +14,11 @@ import torch
 
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
+from hybridlm.parallel.model import ParallelModel
+from hybridlm.plan.params import params as params_count
 from hybridlm.train import checkpoint as ckpt
 from hybridlm.train.config import RunConfig
 from hybridlm.train.data import BatchStream, open_dataset
-from hybridlm.parallel.model import ParallelModel
-from hybridlm.plan.params import params as params_count
 from hybridlm.train.distributed import (
     DistContext,
     all_reduce_sum,
