@@ -42,12 +42,24 @@ class LayerKind:
     def build(self, cfg: ModelConfig) -> nn.Module:
         raise NotImplementedError
 
-    def run(self, module: nn.Module, h, cache, offset: int):
-        """One forward of the built module on its normed input: (output, auxiliary loss or None)."""
-        return module(h, cache, offset), None
+    def run(self, module: nn.Module, h, cache, offset: int, segments=None):
+        """One forward of the built module on its normed input: (output, auxiliary loss or None).
+        `segments` (hybridlm.layers.segments) marks packed documents and padding."""
+        return module(h, cache, offset, segments=segments), None
 
     def allocate_cache(self, module: nn.Module, batch: int, max_len: int, dtype, device) -> dict | None:
         """The module's decoding state; None for a kind without one."""
+        return None
+
+    def allocate_sharded_cache(self, module: nn.Module, batch: int, max_len: int, dtype, device, cp):
+        """This rank's decoding state under context parallelism (`hybridlm.parallel.ContextParallel` `cp`,
+        each rank holding a slice of the sequence): a cache slot that says how the kind works across ranks.
+        A kind without a decoding state mixes no tokens and runs on the slice as it is; a kind with one must
+        say how it shards."""
+        if self.allocate_cache(module, batch, 1, dtype, device) is not None:
+            from hybridlm.errors import HybridLMError
+
+            raise HybridLMError(f"{self.name} layers do not support context parallelism")
         return None
 
     # ----- planner -----

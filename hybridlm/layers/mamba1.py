@@ -16,7 +16,8 @@ from hybridlm.init import Constant, DtBias, LogPosition, Uniform, apply_rules, d
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import RMSNorm
-from hybridlm.layers.selective_scan import selective_scan, selective_step
+from hybridlm.layers.segments import Segments
+from hybridlm.layers.selective_scan import selective_scan, selective_step, state_output
 
 
 class Mamba1(nn.Module):
@@ -81,20 +82,34 @@ class Mamba1(nn.Module):
             dt = F.softplus(dt.float() + self.dt_proj_bias.float())
         return dt, B, C
 
-    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
+                segments: Segments | None = None) -> torch.Tensor:
+        """u (b, l, d), or (b, d) for one decoded token (with a cache)."""
+        if u.dim() == 2:
+            return self.forward(u[:, None], cache, offset, segments)[:, 0]
         b, l, _ = u.shape
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
-        if cache is not None and l == 1:
-            x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"]))
+        taps = segments.conv_taps(self.conv1d.kernel_size[0]) if segments is not None else None
+        passing = getattr(cache, "passing", None)  # context-parallel prefill (hybridlm.parallel.state)
+        if cache is not None and l == 1 and passing is None:
+            x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"],
+                                        taps[:, 0] if taps is not None else None))
             x = x.view(b, self.n_heads, self.headdim)
             dt, B, C = self._ssm_inputs(x)
             y = selective_step(cache["ssm"], x, dt, A, B, C)[:, None]
             x = x[:, None]
         else:
-            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, cache["conv"] if cache is not None else None)
+            if passing is not None:  # one rank's slice: left context from the ranks before, scan from zero
+                left = passing.left_context(x, self.conv1d.kernel_size[0] - 1, cache)
+            else:
+                left = cache["conv"] if cache is not None else None
+            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, left, taps)
             x = F.silu(x).unflatten(-1, (self.n_heads, self.headdim))
-            kernel = kernels.selective_scan_kernel(x) if self.n_heads == 1 and cache is None else None
+            resets = segments.resets if segments is not None else None
+            # mamba_ssm's selective_scan_fn has no state resets: segments take the PyTorch path
+            use_kernel = self.n_heads == 1 and cache is None and resets is None
+            kernel = kernels.selective_scan_kernel(x) if use_kernel else None
             dt, B, C = self._ssm_inputs(x, softplus=kernel is None)
             if kernel is not None:  # mamba_ssm's contract: u, delta, B, C (b, ., l) in one dtype; A, bias fp32
                 io = x.dtype
@@ -103,8 +118,11 @@ class Mamba1(nn.Module):
                            delta_bias=self.dt_proj_bias.float().flatten(), delta_softplus=True)
                 y = y.transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim)).float()
             else:
-                y, final = selective_scan(x, dt, A, B, C, cache["ssm"] if cache is not None else None)
-                if cache is not None:
+                initial = cache["ssm"] if cache is not None and passing is None else None
+                y, final = selective_scan(x, dt, A, B, C, initial, resets)
+                if passing is not None:
+                    y = y + state_output(C, dt, A, passing.start_state(final, dt.sum(1)[..., None] * A, cache))
+                elif cache is not None:
                     cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()
         y = y.flatten(-2).to(u.dtype) * F.silu(z)

@@ -12,6 +12,12 @@ from hybridlm.errors import ConfigError, HybridLMError
 
 console = Console(stderr=True)
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="OUTPUT holds another run: delete its checkpoints, metrics and exports first."
+)
+ALLOW_CHANGES = typer.Option(
+    False, "--allow-changes", help="--resume with data/optimizer/schedule/batch settings that differ from the run's."
+)
 
 
 def example_config() -> str:
@@ -40,7 +46,9 @@ def train(
     output: Path = typer.Option(
         None, "--output", "-o", help="Output directory (metrics, checkpoints, plots, model)."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUTPUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW_CHANGES,
     example: bool = typer.Option(
         False, "--example-config", help="Print a complete, commented config and exit."
     ),
@@ -69,8 +77,8 @@ def train(
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1:
-        return _launch(cfg, nproc, config, output, resume, as_json, ctx.args)
-    result = run_training(cfg, output, resume=resume)
+        return _launch(cfg, nproc)
+    result = run_training(cfg, output, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
     if result.get("rank", 0) != 0:
         return
     if as_json:
@@ -80,14 +88,15 @@ def train(
     return None
 
 
-def _launch(cfg, nproc: int, config: Path, output: Path, resume: bool, as_json: bool, args: list[str]) -> int:
-    """Check the layout here (one-line errors), then run this command in `nproc` processes under torchrun."""
+def _launch(cfg, nproc: int) -> int:
+    """Check the layout here (one-line errors), then run this same command (without --nproc) in `nproc`
+    processes under torchrun."""
     import os
     import subprocess
     import sys
 
-    from hybridlm.parallel.layout import validate
     from hybridlm.parallel.mesh import ParallelDims
+    from hybridlm.parallel.shards import validate
 
     d = cfg.distributed
     dims = ParallelDims(nproc, d.tp, d.ep, d.sequence_parallel)
@@ -95,10 +104,16 @@ def _launch(cfg, nproc: int, config: Path, output: Path, resume: bool, as_json: 
         raise ConfigError(f"--nproc {nproc} gives {dims.data} data-parallel ranks: set --distributed.mode "
                           "ddp, zero1 or fsdp2")
     validate(cfg.model_config_obj(), d.tp, d.ep, d.sequence_parallel, cfg.data.seq_len)
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        args.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "hybridlm", "train", str(config), "--output", str(output), *(["--resume"] if resume else []),
-           *(["--json"] if as_json else []), *args]
-    code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+           "-m", "hybridlm", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code = subprocess.run(cmd, env=env).returncode
     if code:
         raise HybridLMError(f"the {nproc} training processes failed (exit code {code}); see their messages above")
     return 0
@@ -114,14 +129,16 @@ def anneal(
         None,
         "--data",
         help="Annealing source (packed shards or synth://hq); "
-        "repeat for several; PATH:WEIGHT to weight them. Default synth://hq.",
+        "repeat for several; PATH:WEIGHT to weight them. Default synth://hq (only for a phase 1 on synth:// data).",
     ),
     replay_fraction: float = typer.Option(0.6, help="Share of samples replayed from the phase-1 sources."),
     lr_fraction: float = typer.Option(0.75, help="Peak LR as a fraction of the phase-1 maximum LR."),
     steps: int = typer.Option(None, help="Optimizer steps (default: 10% of the phase-1 steps)."),
     warmup_steps: int = typer.Option(None, help="Linear warmup steps (default: 10% of the steps)."),
     decay: str = typer.Option("cosine", help="Decay to 0: linear | cosine | 1-sqrt | exponential."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUTPUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW_CHANGES,
     as_json: bool = typer.Option(False, "--json", help="Print the result summary as JSON on stdout."),
 ) -> None:
     """Anneal (phase 2) from a phase-1 checkpoint: replay + high-quality data, LR re-warmed, decayed to 0."""
@@ -149,6 +166,8 @@ def anneal(
         decay,
         parse_cli_overrides(ctx.args),
         resume=resume,
+        overwrite=overwrite,
+        allow_changes=allow_changes,
     )
     for w in result["plan"].get("warnings", []):
         console.print(f"[yellow]warning[/]: {w}")

@@ -17,8 +17,9 @@ from hybridlm.model import HybridLM
 from hybridlm.parallel.model import ParallelModel
 from hybridlm.plan.params import params as params_count
 from hybridlm.train import checkpoint as ckpt
+from hybridlm.train import rundir
 from hybridlm.train.config import RunConfig
-from hybridlm.train.data import BatchStream, open_dataset
+from hybridlm.train.data import BatchStream, document_ids, eval_dataset, target_count
 from hybridlm.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -51,11 +52,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_training(
-    run_config: RunConfig | dict, output_dir: str | Path, resume: bool = False, progress: bool | None = None
+    run_config: RunConfig | dict,
+    output_dir: str | Path,
+    resume: bool = False,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
 ) -> dict:
-    """Train (or, with `resume`, continue from the latest checkpoint in `output_dir`); returns a summary dict
-    with
-    `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths."""
+    """Train (or, with `resume`, continue from the newest valid checkpoint in `output_dir`); returns a summary dict
+    with `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths.
+    What a run may do with a directory that already holds one (`overwrite`, `allow_changes`) is in
+    `hybridlm.train.rundir`."""
     cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
     device = pick_device(cfg.train.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -68,9 +75,10 @@ def run_training(
     owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
-        return _train(
-            cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress
-        )
+        with rundir.open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx) as start:
+            return _train(
+                cfg, Path(output_dir), start, device, ctx, cfg.train.progress if progress is None else progress
+            )
     finally:
         if owned:
             shutdown(ctx)
@@ -104,7 +112,7 @@ def _build(mcfg, cfg: RunConfig, ctx: DistContext, device: torch.device):
 
 
 def _train(
-    cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: DistContext, show: bool
+    cfg: RunConfig, out: Path, run: rundir.RunStart, device: torch.device, ctx: DistContext, show: bool
 ) -> dict:
     t = cfg.train
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,7 @@ def _train(
     model.gradient_checkpointing = t.activation_checkpointing
     model.train()
 
-    resume_from = ckpt.latest_checkpoint(out / "checkpoints") if resume else None
+    resume_from = run.checkpoint
     if resume_from is None and t.init_from:
         _load_init_weights(holder, t.init_from)
     optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, zero1=ctx.mode == "zero1", exempt=exempt,
@@ -128,16 +136,16 @@ def _train(
         meta = ckpt.load_checkpoint(resume_from, holder, optimizer)
         start, tokens, bad = meta["step"], meta["tokens"], meta.get("bad_streak", 0)
 
-    data_group = ctx.pmesh.data_group if ctx.enabled else None
+    data_group = ctx.pmesh.data_group if ctx.enabled else None  # ranks with their own tokens (not tp's)
     stream = BatchStream(cfg.data, t, ctx.data_world, ctx.data_rank, vocab_size=mcfg.vocab_size)
-    eval_ds = open_dataset(cfg.data.eval_path) if cfg.data.eval_path else None
+    eval_ds = eval_dataset(cfg.data, stream, announce=ctx.is_main)
     autocast = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
     n_global = t.batch_size * cfg.data.seq_len  # target tokens per optimizer step (every label is valid)
     logger = MetricsLogger(out, start, enabled=ctx.is_main)
     bar = ProgressBar(t.steps, start, enabled=show and ctx.is_main)
     fpt = train_flops_per_token(mcfg, cfg.data.seq_len, device.type)
     meter = Throughput(fpt, peak_flops(device, t.peak_flops) if fpt is not None else None)
-    last_loss, last_eval, skipped_total = float("nan"), None, 0
+    last_loss, last_eval, skipped_total = rundir.last_loss(out, start) if start else float("nan"), None, 0
 
     def evaluate() -> dict:
         return evaluate_loss(
@@ -148,6 +156,7 @@ def _train(
             cfg.data.eval_batches,
             device,
             autocast,
+            cfg.data.document_mask,
         )
 
     try:
@@ -155,22 +164,30 @@ def _train(
             lr = lr_at(step, cfg.schedule, t.steps)
             set_lr(optimizer, lr)
             micro = stream.micro_batches(step)
+            counts = [target_count(ids, stream.eos_id) for ids in micro]
+            n_targets = all_reduce_sum([float(sum(counts))], ctx, data_group)[0] if stream.eos_id is not None else n_global
             loss_sum = 0.0
-            for m, ids in enumerate(micro):
+            for m, (ids, n_m) in enumerate(zip(micro, counts, strict=True)):
                 ids = ids.to(device, non_blocking=True)
-                inputs, targets = ids[:, :-1], ids[:, 1:]  # the model runs on exactly seq_len tokens per row
-                n_m = targets.numel()
+                # the model runs on exactly the seq_len inputs of a window and predicts their seq_len next tokens
+                inputs, targets, seq_idx = ids[:, :-1], ids[:, 1:], None
+                if stream.eos_id is not None:  # packed documents kept apart; nothing predicted across a start
+                    docs = document_ids(ids, stream.eos_id)
+                    seq_idx = docs[:, :-1]
+                    targets = targets.masked_fill(docs[:, 1:] != docs[:, :-1], -100)
                 with (
                     no_sync(wrapped, m < len(micro) - 1),
                     torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
                 ):
-                    loss = wrapped(inputs, shift_labels=targets).loss
+                    result = wrapped(inputs, seq_idx=seq_idx, shift_labels=targets)
+                    # a micro-batch with nothing to predict (EOS only) still joins the gradient all-reduce
+                    loss = result.loss if n_m else result.logits.float().sum() * 0.0
                     if nan_step(step + 1):
                         loss = loss * float("nan")
                     # token-weighted: the sum over micro-steps and data ranks is the mean over the global batch
-                    (loss * (n_m * ctx.data_world / n_global)).backward()
+                    (loss * (n_m * ctx.data_world / n_targets)).backward()
                 loss_sum += float(loss.detach()) * n_m
-            loss_value = all_reduce_sum([loss_sum], ctx, data_group)[0] / n_global
+            loss_value = all_reduce_sum([loss_sum], ctx, data_group)[0] / n_targets
             if isinstance(holder, ParallelModel):
                 holder.finish_grads()
                 norm = holder.clip_grad_norm_(t.grad_clip)
