@@ -12,7 +12,7 @@ from hybridlm.config.presets import tiny_presets
 from hybridlm.errors import ConfigError
 from hybridlm.init import DtBias, LogPosition, Normal, Uniform, fill_, flat_index
 from hybridlm.kinds import KINDS
-from hybridlm.parallel.layout import module_plans, param_layouts, validate
+from hybridlm.parallel.shards import module_plans, param_layouts, validate
 from hybridlm.parallel.mesh import ParallelDims
 from hybridlm.train.config import OptimConfig, RunConfig
 from hybridlm.train.distributed import DistContext, all_reduce_sum

@@ -34,6 +34,28 @@ def _grouped_mm_applies(x: torch.Tensor, w: torch.Tensor) -> bool:
     return aligned and (x.device.type == "cpu" or x.dtype == torch.bfloat16)
 
 
+def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of torch's grouped matmul, for FlopCounterMode (which has no formula for it): 2 x the
+    multiply-adds, whichever operand is jagged (forward (M, K) x (E, K, N); weight gradient (K, M) x (M, N))."""
+    if len(a_shape) == 2 and len(b_shape) == 3:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[2]
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    if len(a_shape) == 3 and len(b_shape) == 2:
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[1] // a_shape[0]
+    return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+
+def _register_flop_formula() -> None:
+    from torch.utils import flop_counter
+
+    if torch.ops.aten._grouped_mm not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(torch.ops.aten._grouped_mm)(_grouped_mm_flops)
+
+
+_register_flop_formula()
+
+
 def grouped_linear(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Rows of x grouped by expert (counts[e] rows for expert e, in order) times w[e]^T: x (N, in), w (E, out, in)."""
     if x.shape[0] and _grouped_mm_applies(x, w):

@@ -19,7 +19,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex, TensorProperties
 from torch.distributed.checkpoint.planner import TensorWriteData, WriteItem, WriteItemType
 
-from hybridlm.parallel.layout import ParamLayout, param_layouts
+from hybridlm.parallel.shards import ParamLayout, param_layouts
 
 ADAM_STATE = ("exp_avg", "exp_avg_sq")
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd import Function
 
-from hybridlm.parallel.comm import Region, sum_over
+from hybridlm.parallel.regions import Region, sum_over
 
 
 class ExpertRouting:

@@ -23,7 +23,7 @@ def _local_tensors(cfg: ModelConfig, tp: int, ep: int) -> tuple[tuple[str, tuple
     import torch
 
     from hybridlm.model import HybridLM
-    from hybridlm.parallel.layout import param_layouts
+    from hybridlm.parallel.shards import param_layouts
     from hybridlm.train.config import OptimConfig
     from hybridlm.train.optim import no_decay_names
 

@@ -17,9 +17,9 @@ from torch import nn
 
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
-from hybridlm.parallel.comm import Region, vocab_parallel_cross_entropy
+from hybridlm.parallel.regions import Region, vocab_parallel_cross_entropy
 from hybridlm.parallel.experts import ExpertRouting
-from hybridlm.parallel.layout import ParamLayout, module_plans
+from hybridlm.parallel.shards import ParamLayout, module_plans
 from hybridlm.parallel.mesh import ParallelMesh
 
 

@@ -118,7 +118,7 @@ class MemoryReport:
 
 def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int, ep: int = 1) -> int:
     """Validate the parallel layout and return the data-parallel degree."""
-    from hybridlm.parallel.layout import validate
+    from hybridlm.parallel.shards import validate
 
     _check_sizes(gpus=gpus, tp=tp, pp=pp, ep=ep)
     if zero not in (0, 1, 2, 3):
