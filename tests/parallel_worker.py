@@ -19,7 +19,7 @@ from hybridlm.parallel.model import ParallelModel, local_tensor
 from hybridlm.train import checkpoint as ckpt
 from hybridlm.train import run_training
 from hybridlm.train.config import RunConfig
-from hybridlm.train.data import BatchStream
+from hybridlm.train.data import BatchStream, document_ids
 from hybridlm.train.distributed import init_distributed
 from hybridlm.train.optim import build_optimizer, plain_no_decay_names
 
@@ -35,6 +35,16 @@ def adam_state(optimizer):
     return getattr(optimizer, "optim", optimizer).state  # ZeroRedundancyOptimizer keeps its shard's in .optim
 
 
+def packed(ids: torch.Tensor, eos: int = 0) -> dict:
+    """The trainer's inputs for rows that hold three documents each (EOS at 5 and 11): every layer kind then
+    runs its segment path (attention masks, conv taps, state resets) inside the split regions too."""
+    ids = ids.clone()
+    ids[:, [5, 11]] = eos
+    docs = document_ids(ids, eos)
+    targets = ids[:, 1:].masked_fill(docs[:, 1:] != docs[:, :-1], -100)
+    return {"input_ids": ids[:, :-1], "seq_idx": docs[:, :-1], "shift_labels": targets}
+
+
 def one_step(cfg: RunConfig, out: Path) -> dict:
     ctx = init_distributed(cfg.distributed, cpu)
     mcfg, dims = cfg.model_config_obj(), ctx.pmesh.dims
@@ -47,10 +57,10 @@ def one_step(cfg: RunConfig, out: Path) -> dict:
     report = {"init_equal": all(torch.equal(local_tensor(p.data), ref_params[n].detach().flatten()[index[n]])
                                 for n, p in pm.model.named_parameters())}
     ids = BatchStream(cfg.data, cfg.train, dims.data, ctx.data_rank).micro_batches(0)[0]
-    pm.wrapped(ids[:, :-1], shift_labels=ids[:, 1:]).loss.backward()  # equal shares: token weight 1
+    pm.wrapped(**packed(ids)).loss.backward()  # every rank has as many targets: token weight 1
     pm.finish_grads()
     full = BatchStream(cfg.data, cfg.train).micro_batches(0)[0]
-    ref(full[:, :-1], shift_labels=full[:, 1:]).loss.backward()
+    ref(**packed(full)).loss.backward()
     report["grad_rel_err"] = max(
         float(torch.cat([(local_tensor(p.grad) - ref_params[n].grad.flatten()[index[n]]).abs().flatten(),
                          torch.zeros(1)]).max())

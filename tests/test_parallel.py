@@ -1,5 +1,6 @@
 """Tensor, expert and data parallelism on one mesh (gloo, CPU, fp32) against the single-process run, on a model
-with every layer kind: per-step losses over 10 steps, gradients after one step, the initial weights
+with every layer kind: per-step losses over 10 steps, gradients after one step (on rows of three packed
+documents, so the segment paths run inside the split regions), the initial weights
 (each rank computing only its shards), checkpoints that reshard (tp=2 -> one process and one process ->
 tp=2, bit for bit; a tp=2 run resumed in one process), and the planner's per-rank memory against the bytes
 measured on the split model. One launch per world size; each runs several layouts."""
