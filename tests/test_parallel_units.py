@@ -163,3 +163,36 @@ def test_train_nproc_checks_the_layout_before_launching(tmp_path):
                                                                    "multiple of")):
         res = runner.invoke(app, ["train", str(cfg), "-o", str(tmp_path / "o"), *args], standalone_mode=False)
         assert isinstance(res.exception, ConfigError) and msg in str(res.exception), (args, res.exception)
+
+
+@pytest.mark.slow
+def test_train_nproc_starts_the_processes(tmp_path):
+    """`hybridlm train CONFIG --nproc 2` runs torchrun itself: one summary (rank 0), a tp=2 run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = tmp_path / "run.yaml"
+    RunConfig.from_dict(every_kind_config(**{"train.steps": 2})).save(cfg)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-m", "hybridlm", "train", str(cfg), "-o", str(tmp_path / "out"),
+                          "--nproc", "2", "--distributed.tp", "2", "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summaries = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1 and summaries[0]["world"] == 2 and summaries[0]["tp"] == 2
+    assert summaries[0]["steps"] == 2
+
+
+def test_plan_splits_experts_over_ep():
+    from hybridlm.plan import memory
+
+    cfg = ModelConfig.from_preset("blackmamba-tiny")
+    one, four = (memory(cfg, batch=1, seq_len=64, gpus=4, ep=ep) for ep in (1, 4))
+    experts = 3 * 4 * (64 * 2 * 96 + 96 * 64)  # 3 MoE layers x 4 experts x (gated up + down)
+    assert one.ep == 1 and four.ep == 4
+    assert one.train_weights_bytes - four.train_weights_bytes == 2 * experts * 3 / 4
+    with pytest.raises(ConfigError, match="ep=3"):
+        memory(cfg, batch=1, seq_len=64, gpus=4, ep=3)

@@ -268,6 +268,8 @@ def _train(
         "world": ctx.world,
         "rank": ctx.rank,
         "mode": ctx.mode,
+        "tp": ctx.pmesh.dims.tp,
+        "ep": ctx.pmesh.dims.ep,
     }
     if ctx.is_main:
         records = read_metrics(out / "metrics.jsonl")
