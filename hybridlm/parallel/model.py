@@ -34,13 +34,13 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def _fsdp_rows(param) -> tuple[int, int] | None:
-    """Local rows [lo, hi) of dim 0 that FSDP2 keeps on this rank, or None for a plain tensor."""
+    """Local rows [lo, hi) of dim 0 that FSDP2 keeps on this rank (torch.chunk pieces over its mesh), or None
+    for a plain tensor."""
     if not hasattr(param, "device_mesh"):
         return None
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
-    return offset[0], offset[0] + shape[0]
+    rows, ways = param.shape[0], param.device_mesh.size()
+    lo = min(param.device_mesh.get_local_rank() * -(-rows // ways), rows)
+    return lo, lo + param.to_local().shape[0]
 
 
 @dataclass
