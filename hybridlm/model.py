@@ -68,7 +68,7 @@ class HybridLM(nn.Module):
         # Zamba's shared blocks (used round-robin) and what each call owns; names as in checkpoints
         self.shared = nn.ModuleList(call_specs[0].build_blocks(cfg)) if call_specs else None
         self.calls = nn.ModuleList([s.build(cfg) for s in call_specs]) if call_specs else None
-        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.norm_f = make_norm(cfg.final_norm_kind, cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         # execution plan: ("call", j) or ("layer", i), in token order
         self._plan: list[tuple[str, int]] = []
