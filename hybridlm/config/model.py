@@ -353,9 +353,9 @@ class ModelConfig(_Section):
                               f"{str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields")
-        if "model_type" in data:
-            from hybridlm.hf import config_from_hf
+        from hybridlm.hf import checkpoint_format, config_from_hf
 
+        if checkpoint_format(data) is not None:  # a checkpoint's config.json in any supported format
             return config_from_hf(data)
         if "model" in data and isinstance(data["model"], dict) and "d_model" not in data:
             data = data["model"]  # a run config with a model section
