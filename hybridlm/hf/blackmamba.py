@@ -17,7 +17,9 @@ in routing_mode 'sinkhorn' (the default; Sinkhorn balancing itself only trains) 
 probability in any other mode; experts are linear_fc1 (gate rows first when gated) -> act(gate) * up ->
 linear_fc2. Trap: their from_pretrained never sets MambaConfig.activation_func, whose default is GELU, so
 their code runs the "swiglu" experts as GeGLU; the paper and Megatron's --swiglu mean SiLU, which is what
-hybridlm reads unless config.json names `activation_func` ('gelu' reproduces their code's output).
+hybridlm reads unless config.json names `activation_func` ('gelu' reproduces their code's output). Their
+loader also ignores `routing_mode` (always 'sinkhorn'), so only sigmoid routing exports; hybridlm reads
+both fields when present, as their MambaConfig would.
 """
 
 from __future__ import annotations
@@ -106,8 +108,10 @@ def check_exportable(cfg: ModelConfig) -> None:
     ffns = [(cfg.mlp_ffn_dim, mlp.gated, mlp.activation, mlp.bias)] if MLP.token in used else []
     if MOE.token in used:
         ffns.append((cfg.moe_ffn_dim, moe.gated, moe.activation, moe.bias))
-        if not (moe.top_k == 1 and moe.router_bias and not moe.normalize_topk and 2 <= moe.n_experts <= 9):
-            problems.append("BlackMamba's MoE routes top-1 with a router bias, 2 to 9 experts, unnormalized")
+        if not (moe.top_k == 1 and moe.router_bias and not moe.normalize_topk and 2 <= moe.n_experts <= 9
+                and moe.router_activation == "sigmoid"):
+            problems.append("BlackMamba's MoE routes top-1 by a sigmoid router with bias (their loader always uses "
+                            "routing_mode 'sinkhorn'), 2 to 9 experts, unnormalized")
     if len({f[:3] for f in ffns}) > 1 or any(f[3] for f in ffns) or any(f[2] not in _ACTIVATIONS for f in ffns):
         problems.append("BlackMamba's MLPs and experts share one ffn_hidden_size, gating and activation (silu or "
                         "gelu), without biases")
@@ -125,7 +129,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
            "expansion_factor": cfg.mamba1.expand, "vocab_size": cfg.padded_vocab_size, "ffn_hidden_size": ffn,
            "mamba_moe_layers": [codes[t] for t in cfg.tokens], "add_bias_linear": False, "swiglu": gated,
            "max_sequence_length": cfg.max_seq_len, "layernorm_epsilon": cfg.norm_eps, "rms_norm": True,
-           "routing_mode": "top1" if uses_moe and cfg.moe.router_activation == "softmax" else "sinkhorn",
+           "routing_mode": "sinkhorn",
            "dt_rank": cfg.mamba1_dt_rank, "conv_bias": cfg.mamba1.conv_bias}
     if act != ("silu" if gated else "gelu"):
         out["activation_func"] = act
