@@ -19,6 +19,7 @@ app = typer.Typer(
 
 # Stage registrations: each module owns its commands.
 from hybridlm.bench.cli import app as _bench_app  # noqa: E402
+from hybridlm.cli import convert as _convert  # noqa: E402
 from hybridlm.cli import generate as _generate  # noqa: E402
 from hybridlm.cli import quickstart as _quickstart  # noqa: E402
 from hybridlm.data.cli import app as _data_app  # noqa: E402
@@ -27,6 +28,7 @@ from hybridlm.train import cli as _train_cli  # noqa: E402
 
 _quickstart.register(app)  # quickstart
 _generate.register(app)  # generate, models
+_convert.register(app)  # convert
 _plan.register(app)  # plan
 app.add_typer(_data_app, name="data")
 _train_cli.register(app)  # train, anneal

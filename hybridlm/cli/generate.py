@@ -16,16 +16,20 @@ from hybridlm.errors import HybridLMError
 console = Console(stderr=True)
 
 
-def load_model(source: str, seed: int = 0):
-    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded)."""
+def load_model(source: str, seed: int = 0, dtype: str | None = None, device: str | None = None):
+    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded).
+    Either way the model ends in `dtype` (default float32; 'auto': a checkpoint's own) on `device`."""
     from hybridlm.config.resolve import is_checkpoint_dir, resolve_config
+    from hybridlm.hf.load import AUTO, resolve_device, resolve_dtype
     from hybridlm.model import HybridLM
 
     if is_checkpoint_dir(source):
-        return HybridLM.from_pretrained(source), "checkpoint"
+        return HybridLM.from_pretrained(source, dtype=dtype, device=device), "checkpoint"
+    target, dev = resolve_dtype(dtype), resolve_device(device)
     cfg = resolve_config(source)
     torch.manual_seed(seed)
-    return HybridLM(cfg).eval(), "random weights"
+    model = HybridLM(cfg).eval()
+    return model.to(device=dev, dtype=torch.float32 if target == AUTO else target), "random weights"
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -49,12 +53,14 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1: off)."),
     seed: int = typer.Option(0, help="Seed for random weights and sampling."),
     threads: int = typer.Option(0, help="CPU threads (0: torch default). One thread is often fastest for tiny models."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's own)."),
+    device: str = typer.Option("cpu", help="Device: cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Generate token ids (or text with a tokenizer) from a preset, config or checkpoint."""
     if threads:
         torch.set_num_threads(threads)
-    model, origin = load_model(source, seed)
+    model, origin = load_model(source, seed, dtype, device)
     tok = None
     if tokenizer is not None:
         from hybridlm.data.tokenizer import load_tokenizer
@@ -71,9 +77,11 @@ def generate(
     if not ids:
         raise HybridLMError("the prompt is empty")
     cfg = model.config
-    console.print(f"[bold]{cfg.describe()}[/] ({model.num_parameters():,} parameters, {origin})")
+    param = next(model.parameters())
+    console.print(f"[bold]{cfg.describe()}[/] ({model.num_parameters():,} parameters, {origin}, "
+                  f"{str(param.dtype).removeprefix('torch.')} on {param.device})")
     start = time.perf_counter()
-    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=sample,
+    out = model.generate(torch.tensor([ids], device=param.device), max_new_tokens=max_new_tokens, do_sample=sample,
                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     elapsed = time.perf_counter() - start
     new = out[0, len(ids):].tolist()

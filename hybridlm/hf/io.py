@@ -11,6 +11,7 @@ tensors, which give the result's shape, and replayed when the result is read.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -59,7 +60,14 @@ class Deferred:
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*tree_map(_as_meta, args), **tree_map(_as_meta, kwargs))
+        shape_of = _JOIN_SHAPES.get(func)
+        if shape_of is not None:  # torch's meta cat/stack would import its Python meta kernels (~70 MB)
+            tensors, dim = _join_args(*args, **kwargs)
+            metas = [_as_meta(t) for t in tensors]
+            dtype = functools.reduce(torch.promote_types, [m.dtype for m in metas])
+            out = torch.empty(shape_of([m.shape for m in metas], dim), dtype=dtype, device="meta")
+        else:
+            out = func(*tree_map(_as_meta, args), **tree_map(_as_meta, kwargs))
 
         def run():
             return func(*tree_map(materialize, args), **tree_map(materialize, kwargs))
@@ -79,6 +87,26 @@ class Deferred:
 
     def __repr__(self) -> str:
         return f"Deferred(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+def _join_args(tensors, dim=0):
+    return list(tensors), dim
+
+
+def _cat_shape(shapes: list[torch.Size], dim: int) -> list[int]:
+    out = list(shapes[0])
+    dim %= len(out)
+    out[dim] = sum(s[dim] for s in shapes)
+    return out
+
+
+def _stack_shape(shapes: list[torch.Size], dim: int) -> list[int]:
+    out = list(shapes[0])
+    out.insert(dim % (len(out) + 1), len(shapes))
+    return out
+
+
+_JOIN_SHAPES = {torch.cat: _cat_shape, torch.stack: _stack_shape}
 
 
 def _as_meta(value):
