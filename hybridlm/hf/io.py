@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -207,9 +208,12 @@ def _read_bin(path: Path, wrapper: str | None) -> dict[str, torch.Tensor]:
                 raise
             data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: holds more than tensors, so torch.load(weights_only=True) refuses it "
-                              f"({first}); re-save its state dict alone with torch.save") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch weights file") from None
+        raise CheckpointError(f"{path}: holds a Python object ({found.group(1)}) besides tensors, which "
+                              "torch.load(weights_only=True) does not run; re-save the state dict alone with "
+                              "torch.save") from None
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err})") from None
     if wrapper is not None and isinstance(data, dict) and isinstance(data.get(wrapper), dict):
