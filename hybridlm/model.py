@@ -24,6 +24,7 @@ from hybridlm.errors import HybridLMError
 from hybridlm.kinds import KINDS
 from hybridlm.layers.moe import MoE
 from hybridlm.layers.norms import make_norm
+from hybridlm.layers.segments import Segments
 
 
 @dataclass
@@ -47,8 +48,9 @@ class Block(nn.Module):
     def kind(self) -> str:
         return self.spec.token
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, cache=None, offset: int = 0):
-        y, aux = self.spec.run(self.mixer, self.norm(x if t is None else x + t), cache, offset)
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, cache=None, offset: int = 0,
+                segments: Segments | None = None):
+        y, aux = self.spec.run(self.mixer, self.norm(x if t is None else x + t), cache, offset, segments)
         return x + y, aux
 
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict | None:
@@ -104,9 +106,15 @@ class HybridLM(nn.Module):
 
     # ----- forward -----
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                cache: InferenceCache | None = None, logits_to_keep: int = 0) -> LMOutput:
+                cache: InferenceCache | None = None, logits_to_keep: int = 0,
+                attention_mask: torch.Tensor | None = None, seq_idx: torch.Tensor | None = None) -> LMOutput:
         """input_ids (batch, len). `labels` like transformers: the loss predicts labels[:, 1:] from
-        positions [:-1]; -100 is ignored. `logits_to_keep` > 0 computes only the last positions' logits."""
+        positions [:-1]; -100 is ignored. `logits_to_keep` > 0 computes only the last positions' logits.
+
+        Several sequences per row (`hybridlm.layers.segments`): `attention_mask` (1 = token, 0 =
+        padding; left padding for generation) and/or `seq_idx` (the document index of each token, for
+        packed training). Each sequence is then computed exactly as if it ran alone, and no token is
+        trained to predict across a boundary or to predict padding."""
         if input_ids.dim() != 2:
             raise HybridLMError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         b, l = input_ids.shape
@@ -114,6 +122,12 @@ class HybridLM(nn.Module):
         if cache is not None:
             cache.reserve(l, b)
             offset = cache.offset
+        segments = None
+        if attention_mask is not None or seq_idx is not None:
+            continuing = cache.seg_start if cache is not None and offset > 0 else None
+            segments = Segments.from_masks((b, l), offset, attention_mask, seq_idx, continuing, input_ids.device)
+        elif cache is not None and cache.seg_start is not None:
+            segments = Segments.continuing(cache.seg_start, l, offset)
         x = self.embed(input_ids)
         x0 = x
         t = None
@@ -123,24 +137,32 @@ class HybridLM(nn.Module):
             slot = cache.slots[pos] if cache is not None else None
             if role == "call":
                 block = self.shared[idx % len(self.shared)]
-                args = (x, x0, self.calls[idx], slot, offset)
+                args = (x, x0, self.calls[idx], slot, offset, segments)
                 t = checkpoint(block, *args, use_reentrant=False) if ckpt else block(*args)
             else:
                 layer = self.layers[idx]
-                args = (x, t, slot, offset)
+                args = (x, t, slot, offset, segments)
                 x, aux = checkpoint(layer, *args, use_reentrant=False) if ckpt else layer(*args)
                 t = None
                 if aux is not None:
                     aux_losses.append(aux)
         if cache is not None:
             cache.offset += l
+            if segments is not None:
+                cache.seg_start = segments.start[:, -1].clone()
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.logits(self.norm_f(x))
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            targets = labels[:, 1:]
+            if segments is not None:
+                keep = segments.labels_mask()
+                if attention_mask is not None:
+                    keep = keep & attention_mask[:, 1:].bool()
+                targets = targets.masked_fill(~keep, -100)
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
             if aux_loss is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss
         return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss)
@@ -167,11 +189,13 @@ class HybridLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | None = None,
-                 seed: int | None = None, return_scores: bool = False):
+                 seed: int | None = None, return_scores: bool = False, attention_mask: torch.Tensor | None = None):
         """Greedy or sampled continuation with a constant-size SSM state and KV caches for attention.
 
         Returns the ids (batch, prompt + new); with `return_scores`, also the per-step logits
-        (batch, new, vocab). After `eos_token_id`, a sequence keeps emitting eos."""
+        (batch, new, vocab). After `eos_token_id`, a sequence keeps emitting eos. Prompts of different
+        lengths batch with left padding and `attention_mask` (0 on the padding): each row then
+        generates exactly what it would alone."""
         from hybridlm.generation import pick_next
 
         if input_ids.dim() == 1:
@@ -183,6 +207,15 @@ class HybridLM(nn.Module):
         vocab = self.config.vocab_size
         if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
             raise HybridLMError(f"prompt token ids must be in [0, {vocab - 1}]")
+        if attention_mask is not None:
+            if attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]
+            if tuple(attention_mask.shape) != tuple(input_ids.shape):
+                raise HybridLMError(f"attention_mask must have the prompt's shape {tuple(input_ids.shape)}, "
+                                    f"got {tuple(attention_mask.shape)}")
+            m = attention_mask.bool()
+            if not bool(m[:, -1].all()) or bool((m[:, 1:] < m[:, :-1]).any()):
+                raise HybridLMError("attention_mask must be left padding: 0s then 1s in each row, ending with a token")
         was_training = self.training
         self.eval()
         b, l = input_ids.shape
@@ -191,7 +224,7 @@ class HybridLM(nn.Module):
             generator = torch.Generator(device=input_ids.device)
             generator.manual_seed(seed if seed is not None else torch.seed())
         cache = self.allocate_cache(b, l + max_new_tokens)
-        logits = self(input_ids, cache=cache, logits_to_keep=1).logits[:, -1]
+        logits = self(input_ids, cache=cache, logits_to_keep=1, attention_mask=attention_mask).logits[:, -1]
         new_tokens, scores = [], []
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):

@@ -32,6 +32,7 @@ from hybridlm.data.engine import run_shards
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, check_text_field, expand_inputs, iter_records
 from hybridlm.data.minhash import MinHasher, band_keys, choose_bands_rows
+from hybridlm.data.outputs import DEDUP_OUTPUTS, data_stage
 
 
 @dataclass
@@ -241,6 +242,7 @@ def resolve_ranks(files: list[InputFile], rank: list[str] | None) -> dict[str, i
     return {s: i for i, s in enumerate(ordered)}
 
 
+@data_stage("dedup", owned=DEDUP_OUTPUTS, mirror=("kept", "removed"), rejects="rejects")
 def run_dedup(
     inputs: list[str | Path],
     output_dir: str | Path,

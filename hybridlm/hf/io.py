@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -247,17 +248,14 @@ def write_checkpoint(directory: Path, config: dict, state: dict[str, torch.Tenso
             _write_safetensors(tmp, state, max_shard_size or DEFAULT_MAX_SHARD_SIZE, total_parameters)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     except BaseException:
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a save killed between the two renames
         os.replace(directory, old)
         os.replace(tmp, directory)
-        for p in old.iterdir():
-            p.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         os.replace(tmp, directory)
     return directory

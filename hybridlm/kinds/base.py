@@ -41,9 +41,10 @@ class LayerKind:
     def build(self, cfg: ModelConfig) -> nn.Module:
         raise NotImplementedError
 
-    def run(self, module: nn.Module, h, cache, offset: int):
-        """One forward of the built module on its normed input: (output, auxiliary loss or None)."""
-        return module(h, cache, offset), None
+    def run(self, module: nn.Module, h, cache, offset: int, segments=None):
+        """One forward of the built module on its normed input: (output, auxiliary loss or None).
+        `segments` (hybridlm.layers.segments) marks packed documents and padding."""
+        return module(h, cache, offset, segments=segments), None
 
     def allocate_cache(self, module: nn.Module, batch: int, max_len: int, dtype, device) -> dict | None:
         """The module's decoding state; None for a kind without one."""

@@ -15,8 +15,8 @@ class MLPKind(LayerKind):
 
         return MLP(cfg.d_model, cfg.mlp_ffn_dim, cfg.mlp.activation, cfg.mlp.gated, cfg.mlp.bias)
 
-    def run(self, module, h, cache, offset):
-        return module(h), None
+    def run(self, module, h, cache, offset, segments=None):
+        return module(h), None  # position-wise: segments do not matter
 
     def params(self, cfg):
         return {self.name: mlp_params(cfg.d_model, cfg.mlp_ffn_dim, cfg.mlp.gated, cfg.mlp.bias)}

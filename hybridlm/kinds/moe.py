@@ -32,8 +32,8 @@ class MoEKind(LayerKind):
         return MoE(cfg.d_model, cfg.moe_ffn_dim, m.n_experts, m.top_k, m.activation, m.gated, m.bias, m.router_bias,
                    m.normalize_topk, m.router_activation)
 
-    def run(self, module, h, cache, offset):
-        return module(h)  # (output, load-balancing loss)
+    def run(self, module, h, cache, offset, segments=None):
+        return module(h)  # (output, load-balancing loss); position-wise: segments do not matter
 
     def params(self, cfg):
         return {"moe_router": router_params(cfg), "moe_experts": cfg.moe.n_experts * expert_params(cfg)}

@@ -35,9 +35,9 @@ class SharedBlock(nn.Module):
         self.mlp = MLP(d, cfg.shared_ffn_dim, s.activation, s.gated)
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor, call: SharedCall,
-                cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+                cache: dict[str, torch.Tensor] | None = None, offset: int = 0, segments=None) -> torch.Tensor:
         h = torch.cat([x, x0], dim=-1) if self.concat_embeddings else x
-        a = self.attn(self.attn_norm(h), cache, offset, lora=call.qkv_lora())
+        a = self.attn(self.attn_norm(h), cache, offset, lora=call.qkv_lora(), segments=segments)
         m = self.mlp(self.mlp_norm(a), lora=call.lora_mlp)
         return call.proj(m)
 
