@@ -4,19 +4,24 @@
 Weights are read lazily. A safetensors tensor stays on disk as a `Deferred` until the loader asks for it,
 and is then read through a memory map opened for that tensor alone, so the mapped pages leave the
 process as soon as it is converted (a map held open over the whole file would keep every page it
-touched resident: about one more copy of the checkpoint). The per-family name mappings run unchanged
-on deferred tensors: any torch operation on them (cat, stack, chunk, indexing) is recorded on meta
-tensors, which give the result's shape, and replayed when the result is read.
+touched resident: about one more copy of the checkpoint). A .bin file is memory-mapped whole by
+torch.load; once a tensor is converted, `Deferred.release` hands its pages back (madvise DONTNEED on
+the file-backed map: a later read maps them in again from the file). The per-family name mappings run
+unchanged on deferred tensors: any torch operation on them (cat, stack, chunk, indexing) is recorded on
+meta tensors, which give the result's shape, and replayed when the result is read.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
+import mmap
 import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from hybridlm.errors import CheckpointError
 
@@ -42,8 +47,9 @@ class Deferred:
 
     Torch operations on it return new `Deferred`s (see the module docstring); `materialize` reads."""
 
-    def __init__(self, meta: torch.Tensor, read: Callable[[], torch.Tensor]):
-        self.meta, self._read = meta, read
+    def __init__(self, meta: torch.Tensor, read: Callable[[], torch.Tensor], sources: tuple[Deferred, ...] = (),
+                 release: Callable[[], None] | None = None):
+        self.meta, self._read, self.sources, self._release = meta, read, sources, release
 
     @property
     def shape(self) -> torch.Size:
@@ -58,6 +64,13 @@ class Deferred:
 
     def materialize(self) -> torch.Tensor:
         return self._read()
+
+    def release(self) -> None:
+        """Give back the memory the tensors read for this one hold, once its result is no longer needed."""
+        if self._release is not None:
+            self._release()
+        for source in self.sources:
+            source.release()
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -74,10 +87,11 @@ class Deferred:
         def run():
             return func(*tree_map(materialize, args), **tree_map(materialize, kwargs))
 
+        sources = tuple(v for v in tree_flatten((args, kwargs))[0] if isinstance(v, Deferred))
         if isinstance(out, torch.Tensor):
-            return Deferred(out, run)
+            return Deferred(out, run, sources)
         if isinstance(out, (tuple, list)):  # chunk, split, unbind: each piece replays the op and takes its part
-            return type(out)(Deferred(o, lambda i=i: run()[i]) for i, o in enumerate(out))
+            return type(out)(Deferred(o, lambda i=i: run()[i], sources) for i, o in enumerate(out))
         return out
 
     def __getitem__(self, index):
@@ -159,11 +173,11 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def read_state_dict(directory: Path, wrapper: str | None = None) -> dict[str, torch.Tensor | Deferred]:
-    """Every weight of the checkpoint by name: safetensors ones deferred, .bin ones memory-mapped.
+def read_state_dict(directory: Path, wrapper: str | None = None) -> dict[str, Deferred]:
+    """Every weight of the checkpoint by name, deferred (.bin ones memory-mapped).
 
     `wrapper`: a .bin file may hold the state dict under this key (Megatron-style {"model": ...})."""
-    state: dict[str, torch.Tensor | Deferred] = {}
+    state: dict[str, Deferred] = {}
     for path in weight_files(directory):
         part = _read_safetensors(path) if path.suffix == ".safetensors" else _read_bin(path, wrapper)
         clash = set(part) & set(state)
@@ -198,9 +212,10 @@ def _read_safetensors(path: Path) -> dict[str, Deferred]:
     return out
 
 
-def _read_bin(path: Path, wrapper: str | None) -> dict[str, torch.Tensor]:
+def _read_bin(path: Path, wrapper: str | None) -> dict[str, Deferred]:
     """torch.load with weights_only=True (no code from the file runs), memory-mapped when the file is in
     the zip format torch.save has written since PyTorch 1.6."""
+    mapped = True
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -208,6 +223,7 @@ def _read_bin(path: Path, wrapper: str | None) -> dict[str, torch.Tensor]:
             if "mmap" not in str(err):
                 raise
             data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+            mapped = False
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         if found is None:
@@ -222,7 +238,27 @@ def _read_bin(path: Path, wrapper: str | None) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: expected a state dict (names -> tensors)"
                               + (f", optionally under {wrapper!r}" if wrapper else ""))
-    return data
+    return {k: Deferred(t.to("meta"), lambda t=t: t, release=functools.partial(_drop_pages, t) if mapped else None)
+            for k, t in data.items()}
+
+
+_madvise = None
+if sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED"):
+    _madvise = ctypes.CDLL(None, use_errno=True).madvise
+    _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _drop_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a tensor in a private file-backed memory map (never anonymous memory,
+    which DONTNEED would zero): only whole pages inside its storage, so neighbours keep theirs."""
+    if _madvise is None:
+        return
+    storage = tensor.untyped_storage()
+    page = mmap.PAGESIZE
+    start = -(-storage.data_ptr() // page) * page
+    end = (storage.data_ptr() + storage.nbytes()) // page * page
+    if end > start:
+        _madvise(start, end - start, mmap.MADV_DONTNEED)
 
 
 def write_checkpoint(directory: Path, config: dict, state: dict[str, torch.Tensor], weights: str = "safetensors",

@@ -4,8 +4,7 @@ The model is built on the meta device (no memory), then each weight is read, con
 own, largest first, so host memory peaks near one copy of the weights in the requested dtype plus one
 tensor as stored: a 1.4B model in bfloat16 needs about 2.8 GB, not its 5.6 GB fp32 checkpoint plus the
 copy (see benchmarks/bench_load_memory.py). Safetensors are read through memory maps that each last one
-tensor (`hybridlm.hf.io`); .bin files are memory-mapped as a whole by torch.load, so loading one holds
-the file's pages too until it is done.
+tensor, .bin files through one map whose pages are handed back tensor by tensor (`hybridlm.hf.io`).
 """
 
 from __future__ import annotations
@@ -103,10 +102,12 @@ def load_pretrained(directory: str | Path, dtype=None, device=None):
         value = state.pop(key)
         source = materialize(value)
         tensor = source.to(device=dev, dtype=target) if source.is_floating_point() else source.to(dev)
-        if not isinstance(value, Deferred) and _shares_storage(tensor, source):
-            tensor = tensor.clone()  # not a view of a memory-mapped .bin file
+        if _shares_storage(tensor, source):
+            tensor = tensor.clone()  # own memory, not a view of a memory-mapped file the model would depend on
         filled[key] = tensor
-        del source, value
+        del source
+        if isinstance(value, Deferred):
+            value.release()
     model.load_state_dict(filled, assign=True)
     return model.eval()
 
