@@ -53,7 +53,8 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1: off)."),
     seed: int = typer.Option(0, help="Seed for random weights and sampling."),
     threads: int = typer.Option(0, help="CPU threads (0: torch default). One thread is often fastest for tiny models."),
-    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's own)."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's "
+                                              "own)."),
     device: str = typer.Option("cpu", help="Device: cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:

@@ -86,7 +86,8 @@ def config_from_hf(d: dict) -> ModelConfig:
         name="blackmamba", d_model=hidden, layers=" ".join(tokens), vocab_size=d["vocab_size"], tie_embeddings=True,
         norm="rmsnorm", final_norm="layernorm", norm_eps=d.get("layernorm_epsilon", 1e-5),
         max_seq_len=d.get("max_sequence_length", 2048),
-        mamba1={"d_state": d["state_size"], "d_conv": d.get("conv_dimension", 4), "expand": d.get("expansion_factor", 2),
+        mamba1={"d_state": d["state_size"], "d_conv": d.get("conv_dimension", 4),
+                "expand": d.get("expansion_factor", 2),
                 "dt_rank": rank if rank == "auto" else int(rank), "conv_bias": d.get("conv_bias", True),
                 "proj_bias": False},
         mlp={"ffn_dim": ffn, "activation": act, "gated": gated, "bias": False},
@@ -154,9 +155,9 @@ def state_from_hf(sd: dict, cfg: ModelConfig) -> dict:
         else:
             out[dst + "mixer.router.weight"] = take(sd, m + "router.weight")
             out[dst + "mixer.router.bias"] = take(sd, m + "router.bias")
-            experts = range(cfg.moe.n_experts)
-            out[dst + "mixer.up"] = torch.stack([take(sd, f"{m}local_experts.{j}.linear_fc1.weight") for j in experts])
-            out[dst + "mixer.down"] = torch.stack([take(sd, f"{m}local_experts.{j}.linear_fc2.weight") for j in experts])
+            experts = [f"{m}local_experts.{j}." for j in range(cfg.moe.n_experts)]
+            out[dst + "mixer.up"] = torch.stack([take(sd, e + "linear_fc1.weight") for e in experts])
+            out[dst + "mixer.down"] = torch.stack([take(sd, e + "linear_fc2.weight") for e in experts])
     if sd:
         raise CheckpointError(f"BlackMamba checkpoint has weights the config does not use: {sorted(sd)[:3]}")
     return out

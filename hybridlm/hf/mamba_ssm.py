@@ -54,9 +54,11 @@ def config_from_hf(d: dict) -> ModelConfig:
         raise ConfigError("ssm_cfg.d_ssm (a gated MLP beside the SSM) is not supported")
     unknown = sorted(set(ssm) - _OPTIONS[layer] - _NO_EFFECT)
     if unknown:
-        raise ConfigError(f"ssm_cfg.{unknown[0]} is not supported for {layer}; allowed: {', '.join(sorted(_OPTIONS[layer]))}")
+        raise ConfigError(f"ssm_cfg.{unknown[0]} is not supported for {layer}; "
+                          f"allowed: {', '.join(sorted(_OPTIONS[layer]))}")
     common = {"d_model": d["d_model"], "vocab_size": d["vocab_size"],
-              "pad_vocab_multiple": d.get("pad_vocab_size_multiple", 8), "tie_embeddings": d.get("tie_embeddings", True),
+              "pad_vocab_multiple": d.get("pad_vocab_size_multiple", 8),
+              "tie_embeddings": d.get("tie_embeddings", True),
               "norm_eps": EPS, "layers": f"{(MAMBA2 if mamba2 else MAMBA1).token}*{d['n_layer']}"}
     dt = {"dt_min": ssm.get("dt_min", 1e-3), "dt_max": ssm.get("dt_max", 0.1),
           "dt_init_floor": ssm.get("dt_init_floor", 1e-4)}
@@ -64,7 +66,8 @@ def config_from_hf(d: dict) -> ModelConfig:
         limit = tuple(float(v) for v in ssm.get("dt_limit", (0.0, math.inf)))
         return ModelConfig(name="mamba2", **common, mamba2={
             "d_state": ssm.get("d_state", 128), "d_conv": ssm.get("d_conv", 4), "expand": ssm.get("expand", 2),
-            "headdim": ssm.get("headdim", 64), "ngroups": ssm.get("ngroups", 1), "chunk_size": ssm.get("chunk_size", 256),
+            "headdim": ssm.get("headdim", 64), "ngroups": ssm.get("ngroups", 1),
+            "chunk_size": ssm.get("chunk_size", 256),
             "conv_bias": ssm.get("conv_bias", True), "proj_bias": ssm.get("bias", False), "norm_eps": EPS,
             "dt_limit": limit, "dt_clamp_in_step": False, **dt})  # mamba_ssm's step() does not clamp dt
     rank = ssm.get("dt_rank", "auto")
