@@ -86,21 +86,23 @@ def check_exportable(cfg: ModelConfig) -> None:
     if uses_moe:
         _period([f == MOE.token for _, f in pairs], "MoE")
     problems = []
+    used = set(cfg.tokens)
     m1, a, mlp, moe = cfg.mamba1, cfg.attention, cfg.mlp, cfg.moe
     if cfg.norm != "rmsnorm" or cfg.final_norm_kind != "rmsnorm":
         problems.append("norms must be rmsnorm")
-    if not m1.inner_norms or m1.n_heads != 1:
+    if MAMBA1.token in used and (not m1.inner_norms or m1.n_heads != 1):
         problems.append("Jamba's Mamba has inner norms on dt, B, C and one head (mamba1.inner_norms, n_heads 1)")
-    if a.rope or a.qkv_bias or a.out_bias or cfg.attention_head_dim * a.n_heads != cfg.d_model:
+    if ATTENTION.token in used and (a.rope or a.qkv_bias or a.out_bias
+                                    or cfg.attention_head_dim * a.n_heads != cfg.d_model):
         problems.append("Jamba's attention has no RoPE, no biases and head_dim = d_model / n_heads")
-    if not (mlp.gated and not mlp.bias and mlp.activation == "silu"):
+    if MLP.token in used and not (mlp.gated and not mlp.bias and mlp.activation == "silu"):
         problems.append("Jamba's MLP is SwiGLU without biases (mlp.gated, activation silu)")
     if uses_moe:
         if not (moe.gated and not moe.bias and moe.activation == "silu" and not moe.router_bias
                 and moe.router_activation == "softmax" and not moe.normalize_topk and moe.n_experts > 1):
             problems.append("Jamba's MoE has SwiGLU experts without biases and a bias-free softmax router whose "
                             "top-k weights are not renormalized")
-        if cfg.moe_ffn_dim != cfg.mlp_ffn_dim and MLP.token in cfg.tokens:
+        if cfg.moe_ffn_dim != cfg.mlp_ffn_dim and MLP.token in used:
             problems.append("Jamba's experts and MLPs share intermediate_size (moe.ffn_dim == mlp.ffn_dim)")
     if problems:
         raise ConfigError("cannot export to transformers' Jamba: " + "; ".join(problems))
