@@ -233,6 +233,11 @@ def test_convert_mistakes_are_one_line(mamba2_dir, tmp_path, args, message, caps
     assert not (tmp_path / "x").exists()
 
 
+def test_convert_help_names_the_formats():
+    res = runner.invoke(app, ["convert", "--help"])
+    assert res.exit_code == 0 and all(f in res.output for f in ("hf", "hybridlm", "mamba_ssm", "blackmamba"))
+
+
 def test_convert_refuses_to_overwrite(mamba2_dir, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
