@@ -245,6 +245,18 @@ def test_convert_refuses_to_overwrite(mamba2_dir, tmp_path):
     assert res.exit_code != 0 and (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("args, message", [(["--dtype", "half-ish"], "unknown dtype"),
+                                           (["--nproc", "2", "--device", "cpu"], "--device applies to one process")])
+def test_generate_dtype_device_mistakes_are_one_line(args, message, capsys, monkeypatch):
+    from hybridlm.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["hybridlm", "generate", "mamba2-tiny", "-n", "2", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
 def test_generate_cli_dtype(mamba2_dir):
     model, path = mamba2_dir
     bf16 = HybridLM.from_pretrained(path, dtype=torch.bfloat16)
