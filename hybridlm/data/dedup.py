@@ -226,9 +226,8 @@ def plan_dedup(
         top_clusters=top_clusters,
     )
     work = plan.work
-    stats = [(str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in files]
-    params = {k: v for k, v in json.loads(json.dumps(plan.__dict__)).items() if k not in ("extra",)}
-    params["inputs"] = stats
+    stats = [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
+    params = json.loads(json.dumps({k: v for k, v in plan.__dict__.items() if k != "extra"} | {"inputs": stats}))
     params_path = work / "params.json"
     if params_path.exists() and json.loads(params_path.read_text()) != params:
         shutil.rmtree(work)  # stored work from other inputs or settings: recompute everything

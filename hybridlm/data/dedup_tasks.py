@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -121,19 +122,15 @@ def clear_after(plan: DedupPlan, stage: str) -> None:
         shutil.rmtree(plan.work / "done" / later, ignore_errors=True)
 
 
-_PLANS: dict[str, DedupPlan] = {}
-
-
 def run_task(work: str | Path, stage: str, index: int) -> dict:
     """Run task `index` of `stage` unless it has finished before; returns its result (also kept in its marker)."""
     m = marker(Path(work), stage, index)
     if m.exists():
         return json.loads(m.read_text())
-    key = str(Path(work).resolve())
-    if key not in _PLANS or not (Path(work) / "plan.json").exists():
-        _PLANS[key] = DedupPlan.load(work)
-    plan = _PLANS[key]
+    plan = DedupPlan.load(work)
+    t0 = time.perf_counter()
     result = _TASKS[stage](plan, index)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     _write_json(m, result)
     return result
@@ -205,7 +202,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}.jsonl")
     # band records buffered until they reach half the budget (sorting needs about as much again)
-    spill_docs = max(1024, plan.memory // (2 * 3 * 16 * bands))
+    spill_docs = max(64, plan.memory // (2 * 3 * 16 * bands))
     buf_keys: list[np.ndarray] = []
     buf_docs: list[np.ndarray] = []
     state = {"buffered": 0, "runs": 0, "n": 0, "too_short": 0, "hashes": 0}
@@ -226,6 +223,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
 
     texts: list[str] = []
     lines: list[int] = []
+    batch = min(BATCH, spill_docs)
 
     def flush():
         flat, counts = hasher.batch_hashes(texts)
@@ -250,7 +248,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
         for line, rec in iter_records(f, plan.text_key, rejects):
             texts.append(rec[plan.text_key])
             lines.append(line)
-            if len(texts) >= BATCH:
+            if len(texts) >= batch:
                 flush()
         if texts:
             flush()
@@ -334,8 +332,8 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
     runs = [
         (fi, p) for fi in range(len(plan.inputs)) for p in sorted(_shard_dir(plan, fi).glob("buckets-*.bin"))
     ]
-    merge_records = max(4096, plan.memory // (4 * 16))
-    pair_limit = max(4096, plan.memory // (4 * 8 * 3))
+    merge_records = max(256, plan.memory // (4 * 16))
+    pair_limit = max(256, plan.memory // (4 * 8 * 3))
     pending: list[np.ndarray] = []
     held = 0
     spilled = 0

@@ -84,7 +84,7 @@ def merge_runs(sections: list[RunSection], budget_records: int) -> Iterator[tupl
     """Yield blocks of records in `(key, value)` order from all sections; every key's records come in one block
     (a block is a set of whole buckets). About `budget_records` records are held at a time, split over the runs;
     a single key with more records than that is still held whole."""
-    chunk = max(1024, budget_records // max(1, 2 * len(sections)))
+    chunk = max(64, budget_records // max(1, 2 * len(sections)))
     cursors = [_Cursor(s, chunk) for s in sections if s.count]
     carry_k = carry_v = np.empty(0, np.uint64)
     while True:
