@@ -553,8 +553,6 @@ def _report(plan: DedupPlan, index: int) -> dict:
         "clusters": comp["clusters"],
         "documents_in_clusters": comp["documents_in_clusters"],
         "too_short_documents": sum(x["too_short"] for x in sig),
-        "candidate_pairs": sum(x["candidate_pairs"] for x in bands),
-        "accepted_pairs": sum(x["accepted_pairs"] for x in bands),
         "rejected_records": sum(x["rejected"] for x in rejects),
         "reject_examples": [e for x in rejects for e in x["examples"]][:20],
         "per_source": per_source,
@@ -565,6 +563,11 @@ def _report(plan: DedupPlan, index: int) -> dict:
         "execution": {
             "memory_budget_mb": round(plan.memory / 2**20, 1),
             "band_tasks": len(plan.band_ranges),
+            # summed over band tasks: a pair that two band ranges both find counts twice
+            "candidate_pairs": sum(x["candidate_pairs"] for x in bands),
+            "accepted_pairs": sum(x["accepted_pairs"] for x in bands),
+            "seconds": {s: round(sum(x["seconds"] for x in r), 3) for s, r in
+                        (("signatures", sig), ("buckets", bands), ("components", [comp]), ("write", wr))},
             "peak_rss_mb": {
                 "signatures": max((x["peak_rss_mb"] for x in sig), default=0.0),
                 "buckets": max((x["peak_rss_mb"] for x in bands), default=0.0),
