@@ -43,7 +43,7 @@ from hybridlm.data.clusters import (
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, iter_records
 from hybridlm.data.minhash import band_keys
-from hybridlm.data.runs import merge_runs, run_sections, sort_records, write_run
+from hybridlm.data.runs import merge_runs, run_counts, run_sections, sort_records, write_run
 
 STAGES = ("signatures", "buckets", "components", "write", "report")
 BATCH = 1024  # documents hashed together
@@ -201,8 +201,9 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
             p.unlink()
     d.mkdir(parents=True, exist_ok=True)
     rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}.jsonl")
-    # band records buffered until they reach half the budget (sorting needs about as much again)
-    spill_docs = max(64, plan.memory // (2 * 3 * 16 * bands))
+    # band records are buffered until they take about half the budget: per document 8 bytes per band, twice while
+    # being concatenated, plus about 48 bytes of sorting temporaries for the band being sorted
+    spill_docs = max(64, plan.memory // (2 * (16 * bands + 48)))
     buf_keys: list[np.ndarray] = []
     buf_docs: list[np.ndarray] = []
     state = {"buffered": 0, "runs": 0, "n": 0, "too_short": 0, "hashes": 0}
@@ -330,7 +331,9 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
     for p in out.glob("pairs-*"):
         p.unlink()
     runs = [
-        (fi, p) for fi in range(len(plan.inputs)) for p in sorted(_shard_dir(plan, fi).glob("buckets-*.bin"))
+        (fi, p, run_counts(p))
+        for fi in range(len(plan.inputs))
+        for p in sorted(_shard_dir(plan, fi).glob("buckets-*.bin"))
     ]
     merge_records = max(256, plan.memory // (4 * 16))
     pair_limit = max(256, plan.memory // (4 * 8 * 3))
@@ -338,7 +341,7 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
     held = 0
     spilled = 0
     for band in range(b0, b1):
-        sections = [run_sections(p, band, int(idx.starts[fi])) for fi, p in runs]
+        sections = [run_sections(p, band, int(idx.starts[fi]), counts) for fi, p, counts in runs]
         for keys, docs in merge_runs(sections, merge_records):
             src = idx.ranks(docs.astype(np.int64)) if cfg.cross_only else None
             pairs = bucket_pairs(keys, docs.astype(np.int64), src, cfg.max_all_pairs)
@@ -412,21 +415,21 @@ def _components(plan: DedupPlan, index: int) -> dict:
     labels = connected_components(len(nodes), inv.reshape(-1, 2))  # compact index of each cluster's first member
     ranks = idx.ranks(nodes)
     keep, kept_for = apply_keep_rule(labels, ranks, cfg.cross_only)
-    files = idx.file_of(nodes)
-    removed = np.flatnonzero(~keep)
+    removed = np.flatnonzero(~keep)  # ascending, so grouped by file
     kept_docs = nodes[kept_for[removed]]
     kept_files, kept_lines = idx.file_of(kept_docs), idx.lines(kept_docs)
+    bounds = np.searchsorted(idx.file_of(nodes[removed]), np.arange(len(plan.inputs) + 1))
     dec = plan.work / "decisions"
     dec.mkdir(parents=True, exist_ok=True)
     for fi in range(len(plan.inputs)):
-        sel = removed[files[removed] == fi]
-        m = files[removed] == fi
+        part = slice(bounds[fi], bounds[fi + 1])
+        sel = removed[part]
         np.savez(
             dec / f"{fi:05d}.npz",
             local=nodes[sel] - idx.starts[fi],
             cluster=nodes[labels[sel]],
-            kept_file=kept_files[m],
-            kept_line=kept_lines[m],
+            kept_file=kept_files[part],
+            kept_line=kept_lines[part],
         )
     # the cluster report: sizes per source, the largest clusters with up to 3 example members
     names = sorted(plan.ranks, key=plan.ranks.get)
@@ -471,12 +474,8 @@ def _write(plan: DedupPlan, index: int) -> dict:
     out = Path(plan.output_dir)
     d = np.load(plan.work / "decisions" / f"{index:05d}.npz")
     fs = plan.inputs
-    removed = {
-        int(k): (int(c), f"{fs[kf].source}/{fs[kf].relpath}:{kl}")
-        for k, c, kf, kl in zip(
-            d["local"].tolist(), d["cluster"].tolist(), d["kept_file"].tolist(), d["kept_line"].tolist(), strict=True
-        )
-    }
+    removed_local, cluster, kept_file, kept_line = d["local"], d["cluster"], d["kept_file"], d["kept_line"]
+    nxt = 0  # next entry of removed_local (ascending) to meet
     start = int(_shard_starts(plan)[index])
     wanted = {
         e["doc"] - start
@@ -502,20 +501,22 @@ def _write(plan: DedupPlan, index: int) -> dict:
                 raise changed
             if k in wanted:
                 examples[str(start + k)] = rec[plan.text_key][:400]
-            hit = removed.get(k)
-            if hit is None:
-                kept_w.write(rec)
-            else:
-                rec["dedup_cluster_id"], rec["dedup_kept_id"] = hit
+            if nxt < len(removed_local) and removed_local[nxt] == k:
+                kf = int(kept_file[nxt])
+                rec["dedup_cluster_id"] = int(cluster[nxt])
+                rec["dedup_kept_id"] = f"{fs[kf].source}/{fs[kf].relpath}:{int(kept_line[nxt])}"
                 rem_w.write(rec)
+                nxt += 1
+            else:
+                kept_w.write(rec)
             total = k + 1
     if total != stage_results(plan, "signatures")[index]["documents"]:
         raise changed
     return {
         "file": str(f.path),
         "input": total,
-        "kept": total - len(removed),
-        "removed": len(removed),
+        "kept": total - len(removed_local),
+        "removed": len(removed_local),
         "examples": examples,
     }
 

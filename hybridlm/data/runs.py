@@ -50,34 +50,42 @@ class RunSection:
     add: int = 0
 
 
-def run_sections(path: Path, section: int, add: int = 0) -> RunSection:
-    counts = json.loads(path.with_name(path.name + ".json").read_text())["sections"]
+def run_counts(path: Path) -> list[int]:
+    """Record count of each section of a run file."""
+    return json.loads(path.with_name(path.name + ".json").read_text())["sections"]
+
+
+def run_sections(path: Path, section: int, add: int = 0, counts: list[int] | None = None) -> RunSection:
+    counts = counts if counts is not None else run_counts(path)
     return RunSection(path, int(sum(counts[:section])), int(counts[section]), add)
 
 
 class _Cursor:
+    """Reads one section chunk by chunk; the file is opened only while reading (thousands of runs stay within the
+    open-file limit)."""
+
     def __init__(self, sec: RunSection, chunk: int):
         self.sec, self.chunk = sec, chunk
         self.pos = 0
         self.keys = self.values = np.empty(0, np.uint64)
-        self.fh = open(sec.path, "rb") if sec.count else None
+
+    @property
+    def exhausted(self) -> bool:  # nothing left in the file
+        return self.pos >= self.sec.count
 
     def refill(self) -> None:
-        if len(self.keys) or self.fh is None:
+        if len(self.keys) or self.exhausted:
             return
         n = min(self.chunk, self.sec.count - self.pos)
-        if n <= 0:
-            self.fh.close()
-            self.fh = None
-            return
-        rec = np.fromfile(self.fh, RECORD, count=n, offset=0 if self.pos else (self.sec.offset * RECORD.itemsize))
+        with open(self.sec.path, "rb") as fh:
+            rec = np.fromfile(fh, RECORD, count=n, offset=(self.sec.offset + self.pos) * RECORD.itemsize)
         self.pos += n
         self.keys = rec["key"].copy()
         self.values = rec["value"] + np.uint64(self.sec.add)
 
     @property
     def done(self) -> bool:
-        return self.fh is None and not len(self.keys)
+        return self.exhausted and not len(self.keys)
 
 
 def merge_runs(sections: list[RunSection], budget_records: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -104,7 +112,7 @@ def merge_runs(sections: list[RunSection], budget_records: int) -> Iterator[tupl
             c.keys, c.values = c.keys[cut:], c.values[cut:]
         keys, values = sort_records(np.concatenate(ks), np.concatenate(vs))
         # records equal to `bound` may continue in a run's next chunk: hold them back unless every run is done
-        if all(c.fh is None and not len(c.keys) for c in cursors):
+        if all(c.done for c in cursors):
             yield keys, values
             return
         cut = int(np.searchsorted(keys, bound, side="left"))
