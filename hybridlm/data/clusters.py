@@ -154,27 +154,33 @@ def size_histograms(
 
 
 def plot_histograms(hist: dict[str, dict[int, int]], path: Path) -> Path | None:
-    """Log-log plot of number of clusters vs cluster size, one series per dataset (as in the Zyda-2 analysis)."""
-    import matplotlib
+    """Log-log plot of number of clusters vs cluster size, one series per dataset (as in the Zyda-2 analysis).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare `Figure` with fixed margins (no pyplot, no layout pass): a third of the time, which matters
+    for a command that otherwise finishes in seconds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig = Figure(figsize=(6, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.14, 0.13, 0.82, 0.78))
     drawn = False
     for name, h in hist.items():
         if h:
             xs = sorted(h)
             ax.loglog(xs, [h[x] for x in xs], marker="o", linestyle="-", label=name)
             drawn = True
+    if drawn:  # plain numbers (2, 5, 10, 20, ...) rather than 2x10^0 on these short log axes
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
     ax.set_xlabel("cluster size (documents)")
     ax.set_ylabel("number of clusters")
-    ax.set_title("Duplicate cluster sizes per dataset")
+    ax.set_title("Duplicate cluster sizes per dataset" + ("" if drawn else " (no duplicates found)"))
     if drawn:
         ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

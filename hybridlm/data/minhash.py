@@ -16,6 +16,7 @@ a strongly universal family, computed for all shingles of a batch at once and re
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,6 +245,7 @@ def lsh_probability(s: float | np.ndarray, bands: int, rows: int):
     return 1.0 - (1.0 - np.power(s, rows)) ** bands
 
 
+@functools.lru_cache(maxsize=64)
 def choose_bands_rows(
     threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]:
