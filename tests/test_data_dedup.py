@@ -294,3 +294,27 @@ def test_merge_runs_gives_sorted_whole_buckets(tmp_path):
     assert len(blocks) > 3
     seen = [set(b[0].tolist()) for b in blocks]
     assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])  # a key never spans two blocks
+
+
+def test_split_files_give_the_same_output(two_sources, tmp_path, monkeypatch):
+    """Fewer files than workers: a file is read by several shards (line ranges); outputs, ids and reject line
+    numbers are those of the unsplit run."""
+    import hybridlm.data.dedup as dedup_mod
+
+    web, copies = two_sources
+    bad = tmp_path / "web.jsonl"
+    lines = web.read_text().splitlines(keepends=True)
+    bad.write_text("".join(lines[:300]) + "{not json\n" + "".join(lines[300:]))
+    cfg = DedupConfig(verify=True)
+    one = run_dedup([bad, copies], tmp_path / "one", config=cfg, workers=1)
+    monkeypatch.setattr(dedup_mod, "MIN_SPLIT_LINES", 100)
+    split = run_dedup([bad, copies], tmp_path / "split", config=cfg, workers=3)
+    plan = json.loads((tmp_path / "split" / ".work" / "plan.json").read_text())
+    assert [s["lines"] for s in plan["shards"]] == [[1, 302], [302, 602], None]
+    for sub in ("kept", "removed"):
+        a = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one" / sub).rglob("*.jsonl")}
+        b = {p.relative_to(tmp_path / "split"): p.read_bytes() for p in (tmp_path / "split" / sub).rglob("*.jsonl")}
+        assert a == b and len(a) == 2
+    strip = lambda r: {k: v for k, v in r.items() if k != "execution"}  # noqa: E731
+    assert strip(split) == strip(one)
+    assert split["rejected_records"] == 1 and split["reject_examples"][0]["line"] == 301

@@ -24,7 +24,7 @@ import numpy as np
 
 from hybridlm.data.clusters import apply_keep_rule, candidate_pairs, connected_components, jaccard_sorted
 from hybridlm.data.errors import DataError
-from hybridlm.data.io import InputFile, check_text_field, expand_inputs
+from hybridlm.data.io import JSONL_SUFFIXES, InputFile, check_text_field, count_lines, expand_inputs
 from hybridlm.data.minhash import MinHasher, band_keys, choose_bands_rows
 
 # Named settings. "default" is the verified default (word 13-grams, 128 permutations, bands chosen from the
@@ -46,6 +46,7 @@ DEDUP_PRESETS: dict[str, dict] = {
 }
 
 DEFAULT_MEMORY = 1 << 30  # bytes per task
+MIN_SPLIT_LINES = 4096  # a file is cut into line ranges of at least this many lines
 
 
 def parse_memory(text: str | int) -> int:
@@ -194,6 +195,25 @@ def band_ranges(bands: int, tasks: int) -> list[list[int]]:
     return [[a, b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def plan_shards(files: list[InputFile], parallel: int, min_lines: int | None = None) -> list[dict]:
+    """One shard per file; when there are fewer files than `parallel` tasks, JSONL files are cut into contiguous
+    line ranges (at least `min_lines` lines each) so that every core has work."""
+    min_lines = min_lines or MIN_SPLIT_LINES
+    shards = []
+    per_file = -(-parallel // max(1, len(files)))
+    for i, f in enumerate(files):
+        parts = 1
+        if per_file > 1 and f.path.name.endswith(JSONL_SUFFIXES):
+            n = count_lines(f.path)
+            parts = max(1, min(per_file, n // min_lines))
+        if parts == 1:
+            shards.append({"file": i, "lines": None})
+            continue
+        edges = np.linspace(1, n + 1, parts + 1).round().astype(int).tolist()
+        shards += [{"file": i, "lines": [a, b]} for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return shards
+
+
 def plan_dedup(
     inputs: list[str | Path],
     output_dir: str | Path,
@@ -203,9 +223,11 @@ def plan_dedup(
     band_tasks: int | None = None,
     memory: str | int = DEFAULT_MEMORY,
     top_clusters: int = 10,
+    parallel: int = 1,
 ):
     """Check the inputs and write the run's plan (`OUTPUT/.work/plan.json`); stored work from other inputs or
-    settings is discarded. Returns the `DedupPlan`."""
+    settings is discarded. `parallel`: the tasks that will run at once (files are split to give each one work).
+    Returns the `DedupPlan`."""
     from hybridlm.data.dedup_tasks import DedupPlan
     from hybridlm.data.engine import default_workers
 
@@ -224,6 +246,7 @@ def plan_dedup(
         band_ranges=band_ranges(bands, band_tasks or default_workers()),
         memory=parse_memory(memory),
         top_clusters=top_clusters,
+        shards=plan_shards(files, parallel),
     )
     work = plan.work
     stats = [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
@@ -259,7 +282,13 @@ def run_dedup(
     """
     from hybridlm.data import dedup_tasks as T
 
-    plan = plan_dedup(inputs, output_dir, text_key, config, rank, band_tasks or workers, memory, top_clusters)
+    from hybridlm.data.engine import default_workers
+
+    # files are split into line ranges only for executors on this machine, where the number of cores is known
+    parallel = (workers or default_workers()) if executor in (None, "processes", "local") else 1
+    plan = plan_dedup(
+        inputs, output_dir, text_key, config, rank, band_tasks or workers, memory, top_clusters, parallel
+    )
     if executor in (None, "processes"):
         from hybridlm.data.engine import run_shards
 

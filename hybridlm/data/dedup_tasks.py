@@ -4,14 +4,15 @@ A run is a `DedupPlan` (saved as `OUTPUT/.work/plan.json`) and five stages; task
 earlier stages wrote under `OUTPUT/.work/`, so hybridlm's process pool and datatrove's Local, Slurm and Ray
 executors run the same tasks (`run_task(work, stage, i)`) and produce the same bytes.
 
-1. `signatures` (one task per input file): MinHash signatures batch by batch; per band the (band key, document)
+1. `signatures` (one task per shard: an input file, or a range of its lines when there are fewer files than
+   workers): MinHash signatures batch by batch; per band the (band key, document)
    records, sorted and spilled as runs whenever the buffer reaches the memory budget; the document line numbers;
    with `verify`, the shingle hashes. Signatures themselves are not kept.
 2. `buckets` (one task per range of bands): merge every run's section of each band in key order, candidate pairs
    from each bucket (`clusters.bucket_pairs`), deduplicated, optionally verified by exact Jaccard, then reduced to
    a forest (each document of a component -> the component's first document).
 3. `components` (one task): the union of the forests, the keep rule, per-file decisions and the cluster report.
-4. `write` (one task per input file): kept and removed records.
+4. `write` (one task per shard): kept and removed records (a split file's parts are joined by the report task).
 5. `report` (one task): `report.json` and `cluster_sizes.png`.
 
 Memory: every task holds its buffers within `memory` bytes (sorted runs, merge chunks, pair buffers, a bounded
@@ -60,7 +61,12 @@ class DedupPlan:
     band_ranges: list[list[int]]
     memory: int
     top_clusters: int = 10
+    shards: list[dict] = field(default_factory=list)  # {"file": index, "lines": [lo, hi] or None}; one per file
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.shards:
+            self.shards = [{"file": i, "lines": None} for i in range(len(self.files))]
 
     @property
     def work(self) -> Path:
@@ -70,6 +76,13 @@ class DedupPlan:
     def inputs(self) -> list[InputFile]:
         return [InputFile(Path(f["path"]), f["source"], f["relpath"]) for f in self.files]
 
+    def shard_file(self, index: int) -> InputFile:
+        return self.inputs[self.shards[index]["file"]]
+
+    def split(self, file_index: int) -> bool:
+        """Whether the file is read by more than one shard (its outputs are then written in parts, joined later)."""
+        return sum(sh["file"] == file_index for sh in self.shards) > 1
+
     @cached_property
     def dedup_config(self):
         from hybridlm.data.dedup import DedupConfig
@@ -77,7 +90,7 @@ class DedupPlan:
         return DedupConfig(**self.config)
 
     def num_tasks(self, stage: str) -> int:
-        return {"signatures": len(self.files), "buckets": len(self.band_ranges), "write": len(self.files)}.get(
+        return {"signatures": len(self.shards), "buckets": len(self.band_ranges), "write": len(self.shards)}.get(
             stage, 1
         )
 
@@ -149,34 +162,39 @@ def _shard_dir(plan: DedupPlan, index: int) -> Path:
 
 
 def _shard_starts(plan: DedupPlan) -> np.ndarray:
-    """Global index of each file's first document (documents are numbered in input order), and the total."""
+    """Global index of each shard's first document (documents are numbered in input order), and the total."""
     counts = [r["documents"] for r in stage_results(plan, "signatures")]
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
 
 class _DocIndex:
-    """Maps global document numbers to (file, local index), source rank, line and id, reading line numbers from
-    disk (explicit reads, a few at a time)."""
+    """Maps global document numbers to (shard, local index), source rank, input file, line and id, reading line
+    numbers from disk (memory-mapped, only the entries asked for)."""
 
     def __init__(self, plan: DedupPlan):
         self.plan = plan
         self.starts = _shard_starts(plan)
-        self.rank_of_file = np.array([plan.ranks[f.source] for f in plan.inputs] or [0], np.int64)
+        n = len(plan.shards)
+        self.rank_of_shard = np.array([plan.ranks[plan.shard_file(i).source] for i in range(n)] or [0], np.int64)
+        self.file_of_shard = np.array([sh["file"] for sh in plan.shards] or [0], np.int64)
 
-    def file_of(self, docs: np.ndarray) -> np.ndarray:
+    def shard_of(self, docs: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, docs, side="right") - 1
 
+    def file_of(self, docs: np.ndarray) -> np.ndarray:
+        return self.file_of_shard[self.shard_of(docs)]
+
     def ranks(self, docs: np.ndarray) -> np.ndarray:
-        return self.rank_of_file[self.file_of(docs)]
+        return self.rank_of_shard[self.shard_of(docs)]
 
     def lines(self, docs: np.ndarray) -> np.ndarray:
         docs = np.asarray(docs, np.int64)
         out = np.empty(len(docs), np.int64)
-        files = self.file_of(docs)
-        for fi in np.unique(files).tolist():
-            sel = np.flatnonzero(files == fi)
-            local = docs[sel] - self.starts[fi]
-            mm = np.memmap(_shard_dir(self.plan, fi) / "lines.bin", dtype="<i8", mode="r")
+        shards = self.shard_of(docs)
+        for si in np.unique(shards).tolist():
+            sel = np.flatnonzero(shards == si)
+            local = docs[sel] - self.starts[si]
+            mm = np.memmap(_shard_dir(self.plan, si) / "lines.bin", dtype="<i8", mode="r")
             out[sel] = mm[local]
             del mm
         return out
@@ -192,7 +210,8 @@ class _DocIndex:
 
 def _signatures(plan: DedupPlan, index: int) -> dict:
     cfg = plan.dedup_config
-    f = plan.inputs[index]
+    f = plan.shard_file(index)
+    line_range = plan.shards[index]["lines"]
     hasher = cfg.hasher()
     bands, rows = cfg.bands_rows()
     d = _shard_dir(plan, index)
@@ -200,7 +219,8 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
         for p in d.iterdir():
             p.unlink()
     d.mkdir(parents=True, exist_ok=True)
-    rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}.jsonl")
+    part = f".lines-{line_range[0]}-{line_range[1]}" if line_range else ""
+    rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}{part}.jsonl")
     # band records are buffered until they take about half the budget: per document 8 bytes per band, twice while
     # being concatenated, plus about 48 bytes of sorting temporaries for the band being sorted
     spill_docs = max(64, plan.memory // (2 * (16 * bands + 48)))
@@ -246,7 +266,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
             spill()
 
     try:
-        for line, rec in iter_records(f, plan.text_key, rejects):
+        for line, rec in iter_records(f, plan.text_key, rejects, line_range):
             texts.append(rec[plan.text_key])
             lines.append(line)
             if len(texts) >= batch:
@@ -294,7 +314,7 @@ class _HashSets:
         hit = self.cache.get(doc)
         if hit is not None:
             return hit
-        fi = int(self.index.file_of(np.array([doc]))[0])
+        fi = int(self.index.shard_of(np.array([doc]))[0])
         local = doc - int(self.index.starts[fi])
         off_fh, h_fh = self._handles(fi)
         off_fh.seek(8 * local)
@@ -332,7 +352,7 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
         p.unlink()
     runs = [
         (fi, p, run_counts(p))
-        for fi in range(len(plan.inputs))
+        for fi in range(len(plan.shards))
         for p in sorted(_shard_dir(plan, fi).glob("buckets-*.bin"))
     ]
     merge_records = max(256, plan.memory // (4 * 16))
@@ -415,13 +435,13 @@ def _components(plan: DedupPlan, index: int) -> dict:
     labels = connected_components(len(nodes), inv.reshape(-1, 2))  # compact index of each cluster's first member
     ranks = idx.ranks(nodes)
     keep, kept_for = apply_keep_rule(labels, ranks, cfg.cross_only)
-    removed = np.flatnonzero(~keep)  # ascending, so grouped by file
+    removed = np.flatnonzero(~keep)  # ascending, so grouped by shard
     kept_docs = nodes[kept_for[removed]]
     kept_files, kept_lines = idx.file_of(kept_docs), idx.lines(kept_docs)
-    bounds = np.searchsorted(idx.file_of(nodes[removed]), np.arange(len(plan.inputs) + 1))
+    bounds = np.searchsorted(idx.shard_of(nodes[removed]), np.arange(len(plan.shards) + 1))
     dec = plan.work / "decisions"
     dec.mkdir(parents=True, exist_ok=True)
-    for fi in range(len(plan.inputs)):
+    for fi in range(len(plan.shards)):
         part = slice(bounds[fi], bounds[fi + 1])
         sel = removed[part]
         np.savez(
@@ -470,8 +490,13 @@ def _components(plan: DedupPlan, index: int) -> dict:
 
 
 def _write(plan: DedupPlan, index: int) -> dict:
-    f = plan.inputs[index]
+    f = plan.shard_file(index)
+    line_range = plan.shards[index]["lines"]
     out = Path(plan.output_dir)
+    if plan.split(plan.shards[index]["file"]):  # written in parts, joined by the report task
+        kept_path, removed_path = (plan.work / "parts" / f"{index:05d}" / n for n in ("kept.jsonl", "removed.jsonl"))
+    else:
+        kept_path, removed_path = out / "kept" / f.out_relpath, out / "removed" / f.out_relpath
     d = np.load(plan.work / "decisions" / f"{index:05d}.npz")
     fs = plan.inputs
     removed_local, cluster, kept_file, kept_line = d["local"], d["cluster"], d["kept_file"], d["kept_line"]
@@ -491,10 +516,10 @@ def _write(plan: DedupPlan, index: int) -> dict:
     changed = DataError(f"{f.path} changed since its signatures were computed; rerun with a fresh output directory")
     with (
         lines_fh,
-        JsonlWriter(out / "kept" / f.out_relpath) as kept_w,
-        JsonlWriter(out / "removed" / f.out_relpath) as rem_w,
+        JsonlWriter(kept_path) as kept_w,
+        JsonlWriter(removed_path) as rem_w,
     ):
-        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog())):
+        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog(), line_range)):
             if k - first >= len(expected):  # the next chunk of recorded line numbers
                 first, expected = k, np.fromfile(lines_fh, "<i8", count=65536)
             if k - first >= len(expected) or expected[k - first] != line:
@@ -533,9 +558,10 @@ def _report(plan: DedupPlan, index: int) -> dict:
     wr = stage_results(plan, "write")
     names = sorted(plan.ranks, key=plan.ranks.get)
     per_source = {s: {"input": 0, "kept": 0, "removed": 0} for s in names}
-    for f, r in zip(plan.inputs, wr, strict=True):
+    for i, r in enumerate(wr):
         for k in ("input", "kept", "removed"):
-            per_source[f.source][k] += r[k]
+            per_source[plan.shard_file(i).source][k] += r[k]
+    _join_parts(plan)
     texts = {int(g): t for r in wr for g, t in r["examples"].items()}
     largest = [
         {**c, "examples": [{"id": e["id"], "kept": e["kept"], "text": texts.get(e["doc"], "")} for e in c["examples"]]}
@@ -584,6 +610,26 @@ def _report(plan: DedupPlan, index: int) -> dict:
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, out / "report.json")
     return {"report": str(out / "report.json")}
+
+
+def _join_parts(plan: DedupPlan) -> None:
+    """Concatenate, in order, the kept/removed parts of every file that was read by several shards."""
+    import shutil
+
+    out = Path(plan.output_dir)
+    for fi, f in enumerate(plan.inputs):
+        parts = [i for i, sh in enumerate(plan.shards) if sh["file"] == fi]
+        if len(parts) < 2:
+            continue
+        for kind in ("kept", "removed"):
+            dest = out / kind / f.out_relpath
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".tmp")
+            with open(tmp, "wb") as fo:
+                for i in parts:
+                    with open(plan.work / "parts" / f"{i:05d}" / f"{kind}.jsonl", "rb") as fi_:
+                        shutil.copyfileobj(fi_, fo, 16 << 20)
+            os.replace(tmp, dest)
 
 
 _TASKS = {

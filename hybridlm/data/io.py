@@ -136,16 +136,22 @@ def _open_binary(path: Path):
 
 
 def iter_records(
-    f: InputFile, text_key: str | None = "text", rejects: RejectLog | None = None
+    f: InputFile,
+    text_key: str | None = "text",
+    rejects: RejectLog | None = None,
+    line_range: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line, record)` for every good record of `f` (line is 1-based; row number for Parquet/Arrow/JSON).
 
     Bad records go to `rejects` with their line. `text_key=None` accepts records without a text field.
+    `line_range=(lo, hi)` reads only lines lo <= line < hi of a JSONL file (the others are skipped undecoded).
     """
     rejects = rejects if rejects is not None else RejectLog()
     n = 0
     if f.path.name.endswith(JSONL_SUFFIXES):
-        gen = _iter_jsonl(f.path, rejects)
+        gen = _iter_jsonl(f.path, rejects, line_range)
+    elif line_range is not None:
+        raise ValueError("line_range is only supported for JSONL inputs")
     else:
         gen = _iter_hf(f.path)
     for line, rec in gen:
@@ -168,9 +174,16 @@ def iter_records(
 _MISSING = object()
 
 
-def _iter_jsonl(path: Path, rejects: RejectLog) -> Iterator[tuple[int, dict]]:
+def _iter_jsonl(
+    path: Path, rejects: RejectLog, line_range: tuple[int, int] | None = None
+) -> Iterator[tuple[int, dict]]:
+    lo, hi = line_range or (1, None)
     with _open_binary(path) as fh:
         for i, raw in enumerate(fh, 1):
+            if i < lo:
+                continue
+            if hi is not None and i >= hi:
+                break
             if not raw.strip():
                 continue
             try:
@@ -204,6 +217,17 @@ def _iter_hf(path: Path) -> Iterator[tuple[int, dict]]:
         raise DataError(
             f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
+
+
+def count_lines(path: Path) -> int:
+    """Number of lines of a JSONL file (decompressed), counted in 16 MiB blocks."""
+    n = 0
+    last = b"\n"
+    with _open_binary(path) as fh:
+        while block := fh.read(16 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
 
 
 def check_text_field(files: list[InputFile], text_key: str, probe: int = 200) -> None:
