@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -41,6 +40,7 @@ from hybridlm.data.clusters import (
     plot_histograms,
     size_histograms,
 )
+from hybridlm.data.engine import peak_rss_mb
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, iter_records
 from hybridlm.data.minhash import band_keys
@@ -144,7 +144,7 @@ def run_task(work: str | Path, stage: str, index: int) -> dict:
     t0 = time.perf_counter()
     result = _TASKS[stage](plan, index)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     _write_json(m, result)
     return result
 
