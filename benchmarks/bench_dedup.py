@@ -167,8 +167,10 @@ def end_to_end(args, tmp: Path) -> None:
         (index[p["a"]], index[p["b"]], p["jaccard"]) for p in map(json.loads, open(tmp / "corpus" / "web_pairs.jsonl"))
     ]
     words = np.mean([len(normalize_words(t)) for t in texts])
-    print(f"corpus: {len(texts):,} documents, {words:.0f} words each on average, {corpus.stat().st_size / 1e6:.1f} MB "
-          f"({time.perf_counter() - t0:.1f}s to generate)")
+    print(
+        f"corpus: {len(texts):,} documents, {words:.0f} words each on average, {corpus.stat().st_size / 1e6:.1f} MB "
+        f"({time.perf_counter() - t0:.1f}s to generate)"
+    )
     scorer = Scorer(texts, truth, args.threshold, args.ngram)
     cfg = DedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram)
     b, r = cfg.bands_rows()
@@ -203,10 +205,14 @@ def end_to_end(args, tmp: Path) -> None:
     print(f"\n{'method':44s} {'bands':>6s} {'seconds':>8s} {'docs/s':>8s} {'prec.':>7s} {'prec.@J':>7s} {'recall':>7s}")
     for name, br, t, labels in rows:
         s = scorer.score(labels)
-        print(f"{name:44s} {br:>6s} {t:8.2f} {n / t:8.0f} {s['precision_planted']:7.4f} {s['precision_exact']:7.4f} "
-              f"{s['recall']:7.4f}")
-    print(f"\nplanted pairs with Jaccard >= {args.threshold}: {s['positives']:,}; cores: {os.cpu_count()}, "
-          f"load average before the run {os.getloadavg()[0]:.1f}")
+        print(
+            f"{name:44s} {br:>6s} {t:8.2f} {n / t:8.0f} {s['precision_planted']:7.4f} {s['precision_exact']:7.4f} "
+            f"{s['recall']:7.4f}"
+        )
+    print(
+        f"\nplanted pairs with Jaccard >= {args.threshold}: {s['positives']:,}; cores: {os.cpu_count()}, "
+        f"load average before the run {os.getloadavg()[0]:.1f}"
+    )
     for name in ("`hybridlm data dedup -j 1`", "`hybridlm data dedup` (all cores)"):
         print(f"end to end, start-up included: {name} is {t_ds / e2e[name]:.2f}x datasketch (same bands)")
     start = time.perf_counter()
@@ -254,8 +260,12 @@ def short_corpus(path: Path, n: int, seed: int = 0, dup_fraction: float = 0.2) -
     pos = np.empty(n, np.int64)
     pos[order] = np.arange(n)
     texts = [" ".join(vocab[docs[i]]) for i in order.tolist()]
-    pairs = [(min(pos[a], pos[b]), max(pos[a], pos[b])) for g in groups for a, b in itertools.combinations(g, 2)
-             if a < n and b < n]
+    pairs = [
+        (min(pos[a], pos[b]), max(pos[a], pos[b]))
+        for g in groups
+        for a, b in itertools.combinations(g, 2)
+        if a < n and b < n
+    ]
     with open(path, "w", encoding="utf-8") as fh:
         for i, t in enumerate(texts):
             fh.write(json.dumps({"text": t, "_i": i}) + "\n")
@@ -271,37 +281,52 @@ def scale(args, tmp: Path) -> None:
         texts, pairs = short_corpus(path, n)
         scorer = Scorer(texts, [], args.threshold, args.ngram)
         scorer.truth = [(a, b, scorer.jaccard(a, b)) for a, b in pairs]
-        print(f"\nN = {n:,}: {path.stat().st_size / 1e6:.0f} MB, {len(pairs):,} planted pairs "
-              f"({sum(j >= args.threshold for *_, j in scorer.truth):,} with Jaccard >= {args.threshold}); "
-              f"generated in {time.perf_counter() - t0:.0f}s")
+        print(
+            f"\nN = {n:,}: {path.stat().st_size / 1e6:.0f} MB, {len(pairs):,} planted pairs "
+            f"({sum(j >= args.threshold for *_, j in scorer.truth):,} with Jaccard >= {args.threshold}); "
+            f"generated in {time.perf_counter() - t0:.0f}s"
+        )
         out = tmp / f"scale_out_{n}"
         extra = ["--verify"] if args.verify else []
         wall = run_cli(["data", "dedup", str(path), "-o", str(out), "--memory", args.memory, *extra])
         rep = json.loads((out / "report.json").read_text())
         rss = rep["execution"]["peak_rss_mb"]
         s = scorer.score(labels_from_output(out, n))
-        row = {"n": n, "seconds": wall, "docs_per_s": n / wall, "peak_rss_mb": max(rss.values()), "rss": rss, **s,
-               "stage_seconds": rep["execution"]["seconds"]}
-        print(f"  hybridlm: {wall:.1f}s end to end, {n / wall:,.0f} docs/s, peak RSS per worker "
-              f"{max(rss.values()):.0f} MB ({', '.join(f'{k} {v:.0f}' for k, v in rss.items())}), "
-              f"precision {s['precision_planted']:.4f} (exact {s['precision_exact']:.4f}), recall {s['recall']:.4f}; "
-              f"stage seconds {rep['execution']['seconds']}")
+        row = {
+            "n": n,
+            "seconds": wall,
+            "docs_per_s": n / wall,
+            "peak_rss_mb": max(rss.values()),
+            "rss": rss,
+            **s,
+            "stage_seconds": rep["execution"]["seconds"],
+        }
+        print(
+            f"  hybridlm: {wall:.1f}s end to end, {n / wall:,.0f} docs/s, peak RSS per worker "
+            f"{max(rss.values()):.0f} MB ({', '.join(f'{k} {v:.0f}' for k, v in rss.items())}), "
+            f"precision {s['precision_planted']:.4f} (exact {s['precision_exact']:.4f}), recall {s['recall']:.4f}; "
+            f"stage seconds {rep['execution']['seconds']}"
+        )
         if n <= args.datasketch_max:
             cfg = DedupConfig(threshold=args.threshold, ngram=args.ngram, verify=args.verify)
             b, r = cfg.bands_rows()
             t_ds, labels, ds_rss = datasketch_process(path, args.num_perm, args.ngram, b, r, args.threshold)
             ds = scorer.score(labels)
             row.update(datasketch_seconds=t_ds, datasketch_rss_mb=ds_rss, datasketch=ds)
-            print(f"  datasketch ({b}x{r} bands, one process, timed after reading the texts): {t_ds:.1f}s, "
-                  f"{n / t_ds:,.0f} docs/s, its process's peak RSS {ds_rss:.0f} MB, "
-                  f"precision {ds['precision_planted']:.4f} (exact {ds['precision_exact']:.4f}), "
-                  f"recall {ds['recall']:.4f}")
+            print(
+                f"  datasketch ({b}x{r} bands, one process, timed after reading the texts): {t_ds:.1f}s, "
+                f"{n / t_ds:,.0f} docs/s, its process's peak RSS {ds_rss:.0f} MB, "
+                f"precision {ds['precision_planted']:.4f} (exact {ds['precision_exact']:.4f}), "
+                f"recall {ds['recall']:.4f}"
+            )
         results.append(row)
         del texts, scorer
     if len(results) > 1:
         lo, hi = results[0], results[-1]
-        print(f"\npeak RSS per worker {lo['peak_rss_mb']:.0f} MB at N={lo['n']:,} -> {hi['peak_rss_mb']:.0f} MB at "
-              f"N={hi['n']:,} ({hi['peak_rss_mb'] / lo['peak_rss_mb']:.2f}x) under --memory {args.memory}")
+        print(
+            f"\npeak RSS per worker {lo['peak_rss_mb']:.0f} MB at N={lo['n']:,} -> {hi['peak_rss_mb']:.0f} MB at "
+            f"N={hi['n']:,} ({hi['peak_rss_mb'] / lo['peak_rss_mb']:.2f}x) under --memory {args.memory}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.plot:

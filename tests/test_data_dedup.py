@@ -8,8 +8,8 @@ import pytest
 from hybridlm.data.clusters import apply_keep_rule, connected_components
 from hybridlm.data.dedup import DEDUP_PRESETS, DedupConfig, dedup_texts, parse_memory, run_dedup
 from hybridlm.data.errors import DataError
-from hybridlm.data.runs import RunSection, merge_runs, sort_records, write_run
 from hybridlm.data.minhash import MinHasher, choose_bands_rows, exact_jaccard, shingle_set
+from hybridlm.data.runs import RunSection, merge_runs, sort_records, write_run
 from hybridlm.data.synth import generate_corpus
 
 
@@ -179,7 +179,6 @@ def _in_memory_reference(paths, config, rank_order):
 def _on_disk_removed(out):
     got = {}
     for p in sorted((out / "removed").rglob("*.jsonl")):
-        src = p.parent.name
         for x in open(p):
             r = json.loads(x)
             got[r["_doc"]] = (r["dedup_cluster_id"], r["dedup_kept_id"])
@@ -196,7 +195,9 @@ def two_sources(corpus, tmp_path_factory):
     web.write_text("".join(json.dumps({**r, "_doc": f"web/web.jsonl:{i}"}) + "\n" for i, r in enumerate(recs, 1)))
     copies = t / "copies.jsonl"
     rows = [{"text": r["text"].replace(" the ", " a ", 1)} for r in recs[:40]] + [{"text": "short"}, {"text": "!!"}]
-    copies.write_text("".join(json.dumps({**r, "_doc": f"copies/copies.jsonl:{i}"}) + "\n" for i, r in enumerate(rows, 1)))
+    copies.write_text(
+        "".join(json.dumps({**r, "_doc": f"copies/copies.jsonl:{i}"}) + "\n" for i, r in enumerate(rows, 1))
+    )
     return web, copies
 
 

@@ -281,7 +281,6 @@ def run_dedup(
     submitted (`{"submitted": ...}`); the report appears when the last job ends.
     """
     from hybridlm.data import dedup_tasks as T
-
     from hybridlm.data.engine import default_workers
 
     # files are split into line ranges only for executors on this machine, where the number of cores is known

@@ -466,9 +466,7 @@ def _components(plan: DedupPlan, index: int) -> dict:
                 "cluster_id": int(nodes[c]),
                 "size": int(len(members)),
                 "kept_id": idx.ids(np.array([keeper]))[0],
-                "sources": {
-                    s: int((ranks[members] == plan.ranks[s]).sum()) for s in names if (ranks[members] == plan.ranks[s]).any()
-                },
+                "sources": {s: int(k) for s in names if (k := (ranks[members] == plan.ranks[s]).sum())},
                 "examples": [
                     {"doc": int(g), "id": i, "kept": bool(keep[np.searchsorted(nodes, g)])}
                     for g, i in zip(first3.tolist(), idx.ids(first3), strict=True)
@@ -593,8 +591,10 @@ def _report(plan: DedupPlan, index: int) -> dict:
             # summed over band tasks: a pair that two band ranges both find counts twice
             "candidate_pairs": sum(x["candidate_pairs"] for x in bands),
             "accepted_pairs": sum(x["accepted_pairs"] for x in bands),
-            "seconds": {s: round(sum(x["seconds"] for x in r), 3) for s, r in
-                        (("signatures", sig), ("buckets", bands), ("components", [comp]), ("write", wr))},
+            "seconds": {
+                s: round(sum(x["seconds"] for x in r), 3)
+                for s, r in (("signatures", sig), ("buckets", bands), ("components", [comp]), ("write", wr))
+            },
             "peak_rss_mb": {
                 "signatures": max((x["peak_rss_mb"] for x in sig), default=0.0),
                 "buckets": max((x["peak_rss_mb"] for x in bands), default=0.0),

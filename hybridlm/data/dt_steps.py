@@ -262,7 +262,7 @@ def run_dedup_executor(plan, executor: str, workers: int | None = None, **option
 
     if executor in ("local", "ray") and workers is not None:
         options["workers"] = workers
-    plan.extra = {"executor": executor, **{k: v for k, v in options.items() if isinstance(v, (int, str))}}
+    plan.extra = {"executor": executor, **{k: v for k, v in options.items() if isinstance(v, int | str)}}
     plan.save()
     # a stage with unfinished tasks invalidates the later ones, in our markers and in datatrove's
     for stage in STAGES:
