@@ -72,7 +72,9 @@ def count(
     t = Table(title="Token count")
     for col in ("file", "documents", "tokens", "bytes", "tokens/doc"):
         t.add_column(col, justify="left" if col == "file" else "right")
-    for r in rep["files"] + [{"file": "[b]total[/]", **{k: rep[k] for k in ("documents", "tokens", "bytes")}}]:
+    for r in rep["files"] + [
+        {"file": "[b]total[/]", **{k: rep[k] for k in ("documents", "tokens", "bytes")}}
+    ]:
         t.add_row(
             r["file"],
             f"{r['documents']:,}",
@@ -88,7 +90,9 @@ def count(
 @app.command("train-tokenizer")
 def train_tokenizer_cmd(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."),
+    output_dir: Path = typer.Option(
+        ..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."
+    ),
     text_key: str = TEXT_KEY,
     vocab_size: int = typer.Option(8192, help="Vocabulary size including the 256 bytes and special tokens."),
     min_frequency: int = typer.Option(2, help="Minimum pair frequency for a merge."),
@@ -98,9 +102,13 @@ def train_tokenizer_cmd(
 
     with console.status("training tokenizer"):
         rep = train_tokenizer(inputs, output_dir, vocab_size, text_key, min_frequency)
-    out_console.print(f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}")
+    out_console.print(
+        f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}"
+    )
     if rep["rejected_records"]:
-        console.print(f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]")
+        console.print(
+            f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]"
+        )
 
 
 @app.command()
@@ -141,11 +149,15 @@ def _word_list(spec: str):
     if not path.is_file():
         raise DataError(f"word list not found: {path}")
     text = path.read_text(encoding="utf-8")
-    words = json.loads(text)["words"] if path.suffix == ".json" else [w for w in text.splitlines() if w.strip()]
+    words = (
+        json.loads(text)["words"] if path.suffix == ".json" else [w for w in text.splitlines() if w.strip()]
+    )
     max_count = int(parts[1]) if len(parts) > 1 and parts[1] else None
     max_fraction = float(parts[2]) if len(parts) > 2 and parts[2] else None
     if max_count is None and max_fraction is None:
-        raise DataError(f"word list {spec!r}: give FILE:MAX_COUNT, FILE::MAX_FRACTION or FILE:MAX_COUNT:MAX_FRACTION")
+        raise DataError(
+            f"word list {spec!r}: give FILE:MAX_COUNT, FILE::MAX_FRACTION or FILE:MAX_COUNT:MAX_FRACTION"
+        )
     return WordList(path.stem, words, max_count, max_fraction)
 
 
@@ -164,7 +176,9 @@ def filter_cmd(
         None, "--max-repeats", help="Max runs of repeated word characters [50]."
     ),
     repeat_run_length: int | None = typer.Option(None, help="Run length that counts as a repeat [7]."),
-    pattern_count: list[str] = typer.Option([], "--pattern-count", help="PATTERN=MAX_COUNT (replaces the defaults)."),
+    pattern_count: list[str] = typer.Option(
+        [], "--pattern-count", help="PATTERN=MAX_COUNT (replaces the defaults)."
+    ),
     pattern_fraction: list[str] = typer.Option(
         [], "--pattern-fraction", help="PATTERN=MAX_FRACTION (replaces the defaults)."
     ),
@@ -207,7 +221,9 @@ def filter_cmd(
 
         rep = run_filter_datatrove(inputs, output_dir, text_key, cfg, workers=workers)
     elif engine == "local":
-        rep = run_filter(inputs, output_dir, text_key, cfg, workers, write_removed, collapse_runs, quiet=False)
+        rep = run_filter(
+            inputs, output_dir, text_key, cfg, workers, write_removed, collapse_runs, quiet=False
+        )
     else:
         raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r}")
     t = Table(title=f"Filter: kept {rep['kept_documents']:,} / {rep['input_documents']:,}")
@@ -230,10 +246,8 @@ def dedup(
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     text_key: str = TEXT_KEY,
     preset: str = typer.Option(
-        "default",
-        "--preset",
-        help="default (verified default), zyda1 (word 13-grams, 32x4 bands) or zyda2 "
-        "(char 25-grams, 8x16 bands, cross-dataset only); the options below override it.",
+        "default", "--preset", help="default (verified default), zyda1 (word 13-grams, 32x4 bands) or zyda2 "
+        "(char 25-grams, 8x16 bands, cross-dataset only); the options below override it."
     ),
     threshold: float | None = typer.Option(
         None, "--threshold", help="Jaccard similarity that makes two documents duplicates [0.8]."
