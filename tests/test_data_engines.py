@@ -208,3 +208,35 @@ def rep_plan(out):
     from hybridlm.data.dedup_tasks import DedupPlan
 
     return DedupPlan.load(out / ".work")
+
+
+def test_cli_dedup_preset_memory_and_user_errors(tmp_path):
+    """The command line end to end in a fresh process: a preset with an override and a memory budget; bad option
+    values are one `error:` line with exit code 2."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.jsonl"
+    words = " ".join(f"w{i}" for i in range(60))
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in [words, words + " end", "other text " * 20]))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hybridlm", "data", "dedup", str(src), "-o", str(tmp_path / "o"),
+                               "-j", "1", *args], capture_output=True, text=True, timeout=120)
+
+    r = cli("--preset", "zyda1", "--memory", "64M", "--verify")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert (rep["params"]["bands"], rep["params"]["rows"], rep["params"]["verify"]) == (32, 4, True)
+    assert rep["execution"]["memory_budget_mb"] == 64 and rep["removed_documents"] == 1
+    for args, message in [
+        (("--memory", "lots"), "--memory must be a size"),
+        (("--preset", "zyda3"), "--preset must be one of"),
+        (("--executor", "mpi"), "--executor must be one of"),
+        (("--executor", "slurm"), "--executor slurm needs --slurm-partition and --slurm-time"),
+        (("--slurm-partition", "cpu"), "need --executor slurm or ray"),
+        (("--executor", "ray"), "needs Ray"),
+    ]:
+        r = cli(*args)
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
