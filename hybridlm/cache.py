@@ -14,6 +14,7 @@ class InferenceCache:
         self.batch = batch
         self.max_len = max_len
         self.offset = 0  # tokens already processed
+        self.seg_start: torch.Tensor | None = None  # (batch,) start of each row's last segment, once masks were used
 
     @property
     def nbytes(self) -> int:

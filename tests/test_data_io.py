@@ -48,16 +48,18 @@ def test_reader_rejects_with_file_and_line(tmp_path):
         ("a.jsonl", 4, "non-UTF-8 bytes"),
         ("a.jsonl", 6, "text field 'text' is not a string"),
         ("a.jsonl", 7, "record is not a JSON object"),
-        ("empty.jsonl", 0, "empty file"),
     ]
+    assert [p.split("/")[-1] for p in rej.empty_files] == ["empty.jsonl"]  # listed, but not a rejected line
+    assert rej.lines == 7 and rej.count + len(got) == rej.lines  # every non-blank line is accounted for
     assert rows[2]["raw"] == '{"text": "caf\\xe9 latin-1 bytes"}'  # the bad bytes are kept, escaped
 
 
 def test_filter_run_continues_and_reports_rejects(tmp_path):
     rep = run_filter([bad_dir(tmp_path)], tmp_path / "out", workers=1)
     assert rep["input_documents"] == 2 and rep["kept_documents"] == 2
-    assert rep["rejected_records"] == 6
-    assert {(e["line"]) for e in rep["reject_examples"]} == {0, 2, 3, 4, 6, 7}
+    assert rep["rejected_records"] == 5 and rep["input_lines"] == 7
+    assert {(e["line"]) for e in rep["reject_examples"]} == {2, 3, 4, 6, 7}
+    assert [p.split("/")[-1] for p in rep["empty_files"]] == ["empty.jsonl"]
 
 
 def test_missing_text_column_is_one_clear_error(tmp_path):

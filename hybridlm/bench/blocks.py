@@ -1,8 +1,9 @@
 """`bench blocks`: forward, backward and forward+backward time of each block type of a ModelConfig.
 
-Every block is the model's own module, built from the one config: `hybridlm.model.Block` (norm,
-sub-layer, residual) for attention, Mamba1, Mamba2, the MLPs and MoE, and Zamba's `SharedBlock`
-with one `SharedCall` for the shared block. Its FLOPs are the planner's
+Every block is the model's own module, built from the one config by its kind's spec
+(`hybridlm.kinds`): `hybridlm.model.Block` (norm, sub-layer, residual) for attention,
+sliding-window attention, Mamba1, Mamba2, the MLPs and MoE, and Zamba's `SharedBlock` with one
+`SharedCall` for the shared block. Its FLOPs are the planner's
 (`hybridlm.plan.sublayer_flops`), never a formula of our own: the norm and the residual add are
 elementwise, which the planner counts as 0, so the timed unit is exactly the counted one.
 
@@ -37,19 +38,10 @@ from hybridlm.bench.timing import Stats, time_trials, warm_up
 from hybridlm.config import ModelConfig
 from hybridlm.config.resolve import resolve_config
 from hybridlm.errors import ConfigError, HybridLMError
-from hybridlm.layers.shared import SharedBlock, SharedCall
-from hybridlm.model import Block
+from hybridlm.kinds import KINDS
 from hybridlm.plan.flops import sublayer_flops
 
-BLOCKS = {
-    "attention": "a",
-    "mamba1": "r",
-    "mamba2": "m",
-    "mlp": "f",  # the config's MLP section as it is
-    "mlp-gated": "f",  # the same with gated=True (SwiGLU with silu, GeGLU with gelu)
-    "moe": "e",
-    "shared": "g",  # Zamba's shared attention + MLP block and one call's projection and LoRA
-}
+BLOCKS = dict(sorted((name, k.token) for k in KINDS.values() for name in k.bench))  # block -> its kind's token
 PASSES = ("fwd", "bwd", "fwd_bwd")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BlocksProgress = Callable[[int, int, str], None]  # (done, total, label)
@@ -144,40 +136,19 @@ def resolve_dtype(dtype: str, device: torch.device, force: bool = False) -> torc
 def block_config(
     cfg: ModelConfig, block: str, d_model: int | None = None, overrides: dict[str, Any] | None = None
 ) -> ModelConfig:
-    """The config of one block: `cfg` at `d_model` with a one-token layer pattern, so validation
-    checks exactly this block's section at this width. A config without attention layers has only the
-    default attention section; it gets heads of width 64 where d_model allows."""
-    kind = BLOCKS[block]
+    """The config of one block: `cfg` at `d_model` with a one-token layer pattern (its spec's
+    `bench_config`), so validation checks exactly this block's section at this width."""
+    spec = KINDS[BLOCKS[block]]
     d = d_model or cfg.d_model
-    fields: dict[str, Any] = {"d_model": d, "layers": kind}
-    if kind == "g":  # a shared-block call must feed a Mamba layer
-        fields["layers"] = "g m" if "m" in cfg.tokens else "g r"
-    if kind == "a" and "a" not in cfg.tokens and d % 64 == 0:
-        fields["attention.n_heads"] = d // 64
-    if block == "mlp-gated":
-        fields["mlp.gated"] = True
-    fields.update(overrides or {})
+    fields: dict[str, Any] = {"d_model": d, **spec.bench_config(cfg, d), **spec.bench[block], **(overrides or {})}
     try:
         return cfg.replace(**fields)
     except ConfigError as err:
         raise ConfigError(f"block {block} at d_model={d}: {err}") from None
 
 
-class SharedUnit(nn.Module):
-    """One 'g' token: the shared block with one call's projection and adapters, t = shared(x, x0)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.shared = SharedBlock(cfg)
-        self.call = SharedCall(cfg)
-
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return self.shared(x, x0, self.call)
-
-
 def build_block(cfg: ModelConfig, block: str) -> nn.Module:
-    kind = BLOCKS[block]
-    return SharedUnit(cfg) if kind == "g" else Block(kind, cfg)
+    return KINDS[BLOCKS[block]].bench_unit(cfg)
 
 
 def block_flops(cfg: ModelConfig, block: str, batch: int, seq_len: int, pass_: str, device_type: str = "cpu") -> int:
@@ -191,7 +162,7 @@ class PassRunner:
 
     def __init__(self, module: nn.Module, n_inputs: int, batch: int, seq_len: int, pass_: str):
         p = next(module.parameters())
-        shape = (batch, seq_len, module_width(module))
+        shape = (batch, seq_len, module.d_model)
         self.module = module
         self.inputs = [
             torch.randn(shape, dtype=p.dtype, device=p.device, requires_grad=True) for _ in range(n_inputs)
@@ -218,10 +189,6 @@ class PassRunner:
             out.backward(self.grad_out)
         else:
             self.forward().backward(self.grad_out)
-
-
-def module_width(module: nn.Module) -> int:
-    return module.call.proj.out_features if isinstance(module, SharedUnit) else module.norm.weight.shape[0]
 
 
 def measure_memory(runner: PassRunner, device: torch.device) -> int:
@@ -278,7 +245,7 @@ def time_pass(
     device: torch.device,
 ) -> Record:
     """Time one pass of one block at (batch, seq_len); the record without config and threads."""
-    runner = PassRunner(module, 2 if BLOCKS[block] == "g" else 1, batch, seq_len, pass_)
+    runner = PassRunner(module, KINDS[BLOCKS[block]].bench_inputs, batch, seq_len, pass_)
     s = Stats.of(
         time_trials(runner.fn, warmup=sweep.warmup, trials=sweep.trials, device=device, setup=runner.setup)
     )

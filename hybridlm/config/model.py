@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from hybridlm.config import pattern as pat
 from hybridlm.errors import ConfigError
+from hybridlm.kinds import KINDS, MAMBA2, kinds_in
 
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 
@@ -116,7 +117,8 @@ class Mamba2Config(_Section):
 
 
 class AttentionConfig(_Section):
-    """Causal self-attention. `n_kv_heads` < `n_heads` is GQA. `head_dim` defaults to d_model / n_heads."""
+    """Causal self-attention. `n_kv_heads` < `n_heads` is GQA. `head_dim` defaults to d_model / n_heads.
+    Sliding-window layers ('w') share these fields and attend the last `window` tokens."""
 
     n_heads: int = 16
     n_kv_heads: int | None = None
@@ -125,6 +127,7 @@ class AttentionConfig(_Section):
     rope_theta: float = 10000.0
     qkv_bias: bool = False
     out_bias: bool = False
+    window: int = 4096
 
     @model_validator(mode="after")
     def _check(self) -> AttentionConfig:
@@ -135,6 +138,8 @@ class AttentionConfig(_Section):
             raise ValueError(f"n_kv_heads={kv} must be >= 1 and divide n_heads={self.n_heads}")
         if self.head_dim is not None and (self.head_dim < 1 or (self.rope and self.head_dim % 2)):
             raise ValueError(f"head_dim must be a positive (even, with RoPE) integer, got {self.head_dim}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
         return self
 
 
@@ -236,42 +241,8 @@ class ModelConfig(_Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
-        tokens = pat.expand(self.layers)
-        used = set(tokens)
-        d = self.d_model
-        if "r" in used:
-            m1 = self.mamba1
-            if self.mamba1_d_inner % m1.n_heads:
-                raise ValueError(
-                    f"mamba1.n_heads={m1.n_heads} must divide d_inner = expand*d_model = {self.mamba1_d_inner}"
-                )
-        if "m" in used:
-            m2 = self.mamba2
-            di = self.mamba2_d_inner
-            if di % m2.headdim:
-                raise ValueError(f"mamba2.headdim={m2.headdim} must divide d_inner = expand*d_model = {di}")
-            if self.mamba2_n_heads % m2.ngroups:
-                raise ValueError(
-                    f"mamba2.ngroups={m2.ngroups} must divide the number of heads d_inner/headdim = "
-                    f"{self.mamba2_n_heads}"
-                )
-        if "a" in used:
-            a = self.attention
-            if a.head_dim is None and d % a.n_heads:
-                raise ValueError(f"attention.n_heads={a.n_heads} must divide d_model={d} (or set attention.head_dim)")
-            if a.rope and self.attention_head_dim % 2:
-                raise ValueError(f"attention head_dim={self.attention_head_dim} must be even with RoPE")
-        if "e" in used and self.moe.top_k > self.moe.n_experts:
-            raise ValueError(f"moe.top_k={self.moe.top_k} must be <= moe.n_experts={self.moe.n_experts}")
-        if "g" in used:
-            s = self.shared
-            width = self.shared_input_dim
-            if width % s.n_heads:
-                raise ValueError(f"shared.n_heads={s.n_heads} must divide the shared block input width {width}")
-            if s.rope and self.shared_head_dim % 2:
-                raise ValueError(f"shared head_dim={self.shared_head_dim} must be even with RoPE")
-            if s.lora_rank > min(d, width):
-                raise ValueError(f"shared.lora_rank={s.lora_rank} must be <= the adapted width {min(d, width)}")
+        for spec in kinds_in(pat.expand(self.layers)):
+            spec.validate(self)
         for name, size in (("mlp.ffn_dim", self.mlp.ffn_dim), ("moe.ffn_dim", self.moe.ffn_dim),
                            ("shared.ffn_dim", self.shared.ffn_dim)):
             if size is not None and size < 1:
@@ -287,11 +258,12 @@ class ModelConfig(_Section):
     @property
     def n_layers(self) -> int:
         """Number of sequence-mixer layers (r, m, a): the 'layers' a paper or config.json reports."""
-        return sum(t in pat.MIXERS for t in self.tokens)
+        return sum(KINDS[t].mixer for t in self.tokens)
 
     @property
     def n_shared_calls(self) -> int:
-        return self.tokens.count("g")
+        """Number of shared-block calls ('g' tokens)."""
+        return sum(KINDS[t].call for t in self.tokens)
 
     # ----- derived sizes -----
     @property
@@ -401,7 +373,7 @@ class ModelConfig(_Section):
             if n_layer is None:
                 raise ConfigError("attn_layer_idx: also give n_layer (the number of mixer layers)")
             data["layers"] = pat.from_attn_layer_idx(
-                n_layer, data.pop("attn_layer_idx"), data.pop("ssm", "m"), bool(data.pop("mlp", False))
+                n_layer, data.pop("attn_layer_idx"), data.pop("ssm", MAMBA2.token), bool(data.pop("mlp", False))
             )
         return cls(**_deep_merge(base, data))
 

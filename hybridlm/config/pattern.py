@@ -5,6 +5,7 @@ A model is a sequence of residual sub-layers, written as whitespace-separated to
     r   Mamba1 mixer            x = x + mamba1(norm(x))
     m   Mamba2 mixer            x = x + mamba2(norm(x))
     a   attention               x = x + attn(norm(x))
+    w   sliding-window attention x = x + attn_window(norm(x))   (the last attention.window tokens)
     f   dense MLP               x = x + mlp(norm(x))
     e   mixture of experts      x = x + moe(norm(x))
     g   shared-block call       t = proj_j(shared_{j % n_blocks}(x, x0)); the next token must be a
@@ -26,18 +27,19 @@ from __future__ import annotations
 import re
 
 from hybridlm.errors import ConfigError
+from hybridlm.kinds import KINDS
 
-MIXERS = ("r", "m", "a")
-MAMBA = ("r", "m")
-TOKENS = ("r", "m", "a", "f", "e", "g")
-TOKEN_NAMES = {
+TOKEN_NAMES = {  # the language's tokens; each is a kind of hybridlm.kinds.KINDS, which says what it is
     "r": "mamba1",
     "m": "mamba2",
     "a": "attention",
+    "w": "sliding_window",
     "f": "mlp",
     "e": "moe",
     "g": "shared",
 }
+TOKENS = tuple(TOKEN_NAMES)
+MAMBA = tuple(t for t, k in KINDS.items() if k.ssm)  # mixers a shared-block call may feed
 
 _LEX = re.compile(r"\s*(\(|\)\*\d+|\)|[A-Za-z]+(?:\*\d+)?|\S)")
 
@@ -79,7 +81,7 @@ def expand(pattern: str) -> list[str]:
 
 def _check_order(tokens: list[str]) -> None:
     for i, tok in enumerate(tokens):
-        if tok == "g" and (i + 1 >= len(tokens) or tokens[i + 1] not in MAMBA):
+        if KINDS[tok].call and (i + 1 >= len(tokens) or tokens[i + 1] not in MAMBA):
             after = tokens[i + 1] if i + 1 < len(tokens) else "the end"
             raise ConfigError(
                 f"layers: a shared-block call 'g' (position {i}) must be followed by a Mamba mixer "

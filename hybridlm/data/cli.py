@@ -23,6 +23,18 @@ out_console = Console()
 
 INPUTS = typer.Argument(..., help="Input files or directories (JSONL[.zst|.gz], JSON, Parquet, Arrow).")
 TEXT_KEY = typer.Option("text", "--text-key", help="Field holding the document text.")
+MAX_DOC_BYTES = typer.Option(
+    None,
+    "--max-doc-bytes",
+    help="Reject input records (lines) longer than this many bytes, with file and line (0: no limit) [4 MiB].",
+)
+
+
+def _limit(max_doc_bytes: int | None) -> None:
+    from hybridlm.data.io import set_max_doc_bytes
+
+    if max_doc_bytes is not None:
+        set_max_doc_bytes(max_doc_bytes)
 
 
 def _bytes_bar(inputs: list[Path], desc: str):
@@ -36,12 +48,14 @@ def _bytes_bar(inputs: list[Path], desc: str):
     return bar, lambda n: bar.advance(task, n)
 
 
-def _print_rejects(count: int, examples: list[dict], where: str | None) -> None:
+def _print_rejects(count: int, examples: list[dict], where: str | None, empty_files: list[str] = ()) -> None:
+    if empty_files:
+        console.print(f"[yellow]{len(empty_files)} empty input file(s)[/]: " + ", ".join(empty_files[:5]))
     if not count:
         return
     console.print(f"[yellow]{count} input record(s) rejected[/]" + (f" (all in {where})" if where else ""))
     for e in examples[:10]:
-        console.print(f"  {e['file']}:{e['line']}: {e['reason']}")
+        console.print(f"  {e['file']}:{e['line']}: {e['reason']}", markup=False, highlight=False)
 
 
 @app.command()
@@ -51,6 +65,7 @@ def count(
         ..., "--tokenizer", "-t", help="tokenizer.json or a directory saved by save_pretrained."
     ),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     output_dir: Path | None = typer.Option(
         None, "-o", "--output-dir", help="Write report.json, rejects and --save output here."
     ),
@@ -61,6 +76,7 @@ def count(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Tokenize a dataset and print documents, tokens and bytes per file and in total."""
+    _limit(max_doc_bytes)
     from hybridlm.data.count import count_tokens
 
     bar, advance = _bytes_bar(inputs, "count")
@@ -84,7 +100,9 @@ def count(
         )
     out_console.print(t)
     rj = rep["rejects"]
-    _print_rejects(rj["rejected"], rj["examples"], str(output_dir / "rejects.jsonl") if output_dir else None)
+    _print_rejects(
+        rj["rejected"], rj["examples"], str(output_dir / "rejects.jsonl") if output_dir else None, rj["empty_files"]
+    )
 
 
 @app.command("train-tokenizer")
@@ -94,10 +112,12 @@ def train_tokenizer_cmd(
         ..., "-o", "--output-dir", help="Where to save the tokenizer (save_pretrained)."
     ),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     vocab_size: int = typer.Option(8192, help="Vocabulary size including the 256 bytes and special tokens."),
     min_frequency: int = typer.Option(2, help="Minimum pair frequency for a merge."),
 ) -> None:
     """Train a byte-level BPE tokenizer locally; `AutoTokenizer.from_pretrained(OUTPUT)` loads it."""
+    _limit(max_doc_bytes)
     from hybridlm.data.tokenizer import train_tokenizer
 
     with console.status("training tokenizer"):
@@ -117,15 +137,19 @@ def partition(
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     num_partitions: int = typer.Option(..., "-n", "--num-partitions", help="Number of output files."),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     zstd: bool = typer.Option(False, "--zstd", help="Write .jsonl.zst."),
 ) -> None:
     """Split a dataset into N JSONL partitions (round-robin), preserving every record and all its fields."""
+    _limit(max_doc_bytes)
     from hybridlm.data.partition import partition as run
 
     del text_key  # partitioning keeps records whether or not they have a text field
     rep = run(inputs, output_dir, num_partitions, compress=zstd)
     out_console.print(f"{rep['input_records']:,} records -> {num_partitions} partitions in {output_dir}")
-    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "_rejects.jsonl"))
+    _print_rejects(
+        rep["rejected_records"], rep["reject_examples"], str(output_dir / "_rejects.jsonl"), rep["empty_files"]
+    )
 
 
 def _kv(items: list[str], cast, what: str) -> dict:
@@ -166,6 +190,7 @@ def filter_cmd(
     inputs: list[Path] = INPUTS,
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     config: Path | None = typer.Option(None, "--config", help="JSON file with any FilterConfig fields."),
     min_length: int | None = typer.Option(None, help="Minimum length after collapsing runs [100]."),
     min_mean_word_length: float | None = typer.Option(None, help="[3]"),
@@ -197,6 +222,7 @@ def filter_cmd(
     ),
 ) -> None:
     """Apply the Zyda-1 heuristic filters; writes OUTPUT/kept/, OUTPUT/removed/ and OUTPUT/report.json."""
+    _limit(max_doc_bytes)
     from hybridlm.data.filters import FilterConfig, run_filter
 
     d = json.loads(config.read_text()) if config else {}
@@ -233,7 +259,9 @@ def filter_cmd(
         t.add_row(k, f"{v:,}")
     t.add_row("[b]total removed[/]", f"{rep['removed_documents']:,}")
     out_console.print(t)
-    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))
+    _print_rejects(
+        rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"), rep.get("empty_files", [])
+    )
 
 
 def _sbatch_args(items: list[str]) -> dict | None:
@@ -245,6 +273,7 @@ def dedup(
     inputs: list[Path] = INPUTS,
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     preset: str = typer.Option(
         "default", "--preset", help="default (verified default), zyda1 (word 13-grams, 32x4 bands) or zyda2 "
         "(char 25-grams, 8x16 bands, cross-dataset only); the options below override it."
@@ -295,6 +324,7 @@ def dedup(
     """MinHash-LSH near-deduplication within and across datasets; writes kept/, removed/, report.json, a plot.
 
     Out of core: each task keeps within --memory; runs on this machine's cores or on datatrove's executors."""
+    _limit(max_doc_bytes)
     from hybridlm.data.dedup import DedupConfig, run_dedup
 
     if engine is not None:
@@ -374,7 +404,7 @@ def dedup(
         f"{rep['clusters']:,} duplicate clusters; peak RSS per task {max(ex['peak_rss_mb'].values()):.0f} MB "
         f"(budget {ex['memory_budget_mb']:.0f} MB); report: {output_dir / 'report.json'}"
     )
-    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))
+    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"), rep["empty_files"])
 
 
 @app.command("pack")
@@ -383,9 +413,11 @@ def pack_cmd(
     output_dir: Path = typer.Option(..., "-o", "--output-dir"),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t"),
     text_key: str = TEXT_KEY,
+    max_doc_bytes: int | None = MAX_DOC_BYTES,
     eos: bool = typer.Option(True, "--eos/--no-eos", help="Append the EOS token to every document."),
 ) -> None:
     """Tokenize into contiguous token shards (.bin + .idx, uint16 when the vocab fits) readable by the trainer."""
+    _limit(max_doc_bytes)
     from hybridlm.data.pack import pack
 
     bar, advance = _bytes_bar(inputs, "pack")

@@ -9,13 +9,13 @@ With `save`, token ids are also written per input file as Parquet (`input_ids` c
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from hybridlm.data.io import InputFile, RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.io import InputFile, RejectLog, check_text_field, expand_inputs, iter_records, strip_suffix
+from hybridlm.data.outputs import data_stage, prune, write_json
 from hybridlm.data.tokenizer import load_tokenizer
 
 _END = object()
@@ -83,6 +83,18 @@ def encode_stream(tok, batches, in_flight: int = 2):
             yield b, fut.result()
 
 
+def parquet_names(files: list[InputFile]) -> dict[str, str]:
+    """`--save` output of each file (by key): `SOURCE/STEM.parquet`, or `SOURCE/RELPATH.parquet` for files whose stems
+    collide (`a.jsonl` and `a.jsonl.gz`), so no two inputs write one file."""
+    short = {f.key: f"{f.source}/{strip_suffix(f.relpath)}.parquet" for f in files}
+    clash = {n for n in short.values() if list(short.values()).count(n) > 1}
+    return {
+        k: (f"{f.source}/{f.relpath}.parquet" if short[k] in clash else short[k])
+        for k, f in zip(short, files, strict=True)
+    }
+
+
+@data_stage("count", owned=("report.json", "rejects.jsonl", "tokenized"))
 def count_tokens(
     inputs: list[str | Path],
     tokenizer: str | Path,
@@ -103,27 +115,29 @@ def count_tokens(
 
         raise DataError("--save needs -o/--output-dir")
     rejects = RejectLog(out / "rejects.jsonl" if out else None)
+    parquet = parquet_names(files)
     per_file = []
     try:
         for f in files:
             docs = tokens = nbytes = 0
-            writer = (
-                _ParquetIds(out / "tokenized" / f"{f.source}" / f"{Path(f.out_relpath).stem}.parquet")
-                if save
-                else None
-            )
-            for batch, enc in encode_stream(tok, batched_texts(f, text_key, rejects, batch_size)):
-                if writer is None:
-                    tokens += sum(len(e) for e in enc)
-                else:
-                    ids = [e.ids for e in enc]
-                    tokens += sum(map(len, ids))
-                    writer.write(ids)
-                docs += len(batch)
-                b = sum(len(t.encode("utf-8")) for t in batch)
-                nbytes += b
-                if progress is not None:
-                    progress(b)
+            writer = _ParquetIds(out / "tokenized" / parquet[f.key]) if save else None
+            try:
+                for batch, enc in encode_stream(tok, batched_texts(f, text_key, rejects, batch_size)):
+                    if writer is None:
+                        tokens += sum(len(e) for e in enc)
+                    else:
+                        ids = [e.ids for e in enc]
+                        tokens += sum(map(len, ids))
+                        writer.write(ids)
+                    docs += len(batch)
+                    b = sum(len(t.encode("utf-8")) for t in batch)
+                    nbytes += b
+                    if progress is not None:
+                        progress(b)
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
             if writer is not None:
                 writer.close()
             per_file.append({"file": str(f.path), "documents": docs, "tokens": tokens, "bytes": nbytes})
@@ -137,9 +151,11 @@ def count_tokens(
         "rejects": rejects.summary(),
         "tokenizer": str(tokenizer),
     }
+    assert report["documents"] + rejects.count == rejects.lines  # conservation
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        prune(out / "tokenized", parquet.values() if save else [])
+        write_json(out / "report.json", report)
     return report
 
 
@@ -165,3 +181,9 @@ class _ParquetIds:
     def close(self) -> None:
         self.w.close()
         self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.w.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)

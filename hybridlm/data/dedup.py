@@ -24,8 +24,16 @@ import numpy as np
 
 from hybridlm.data.clusters import apply_keep_rule, candidate_pairs, connected_components, jaccard_sorted
 from hybridlm.data.errors import DataError
-from hybridlm.data.io import JSONL_SUFFIXES, InputFile, check_text_field, count_lines, expand_inputs
+from hybridlm.data.io import (
+    JSONL_SUFFIXES,
+    InputFile,
+    check_text_field,
+    count_lines,
+    default_max_doc_bytes,
+    expand_inputs,
+)
 from hybridlm.data.minhash import MinHasher, band_keys, choose_bands_rows
+from hybridlm.data.outputs import DEDUP_OUTPUTS, data_stage
 
 # Named settings. "default" is the verified default (word 13-grams, 128 permutations, bands chosen from the
 # threshold). "zyda1": word 13-grams, 128 permutations, 32 bands of 4 rows, as Zyda-1 used (its S-curve is at
@@ -241,12 +249,16 @@ def plan_dedup(
         output_dir=str(out),
         text_key=text_key,
         config=config.as_dict(),
-        files=[{"path": str(f.path), "source": f.source, "relpath": f.relpath} for f in files],
+        files=[
+            {"path": str(f.path), "source": f.source, "relpath": f.relpath, "key": f.key, "out_relpath": f.out_relpath}
+            for f in files
+        ],
         ranks=ranks,
         band_ranges=band_ranges(bands, band_tasks or default_workers()),
         memory=parse_memory(memory),
         top_clusters=top_clusters,
         shards=plan_shards(files, parallel),
+        max_doc_bytes=default_max_doc_bytes(),
     )
     work = plan.work
     stats = [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
@@ -260,6 +272,7 @@ def plan_dedup(
     return plan
 
 
+@data_stage("dedup", owned=DEDUP_OUTPUTS, mirror=("kept", "removed"), rejects="rejects")
 def run_dedup(
     inputs: list[str | Path],
     output_dir: str | Path,

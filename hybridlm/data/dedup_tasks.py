@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -56,12 +57,13 @@ class DedupPlan:
     output_dir: str
     text_key: str
     config: dict
-    files: list[dict]  # InputFile fields: path, source, relpath
+    files: list[dict]  # InputFile fields: path, source, relpath, key, out_relpath
     ranks: dict[str, int]
     band_ranges: list[list[int]]
     memory: int
     top_clusters: int = 10
     shards: list[dict] = field(default_factory=list)  # {"file": index, "lines": [lo, hi] or None}; one per file
+    max_doc_bytes: int | None = None  # the reader's record size limit (None: the reader's default)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -74,7 +76,10 @@ class DedupPlan:
 
     @cached_property
     def inputs(self) -> list[InputFile]:
-        return [InputFile(Path(f["path"]), f["source"], f["relpath"]) for f in self.files]
+        return [
+            InputFile(Path(f["path"]), f["source"], f["relpath"], f.get("key", ""), f.get("out_relpath", ""))
+            for f in self.files
+        ]
 
     def shard_file(self, index: int) -> InputFile:
         return self.inputs[self.shards[index]["file"]]
@@ -129,8 +134,6 @@ def missing_tasks(plan: DedupPlan, stage: str) -> list[int]:
 
 def clear_after(plan: DedupPlan, stage: str) -> None:
     """Forget the results of the stages after `stage` (they are recomputed from its new results)."""
-    import shutil
-
     for later in STAGES[STAGES.index(stage) + 1 :]:
         shutil.rmtree(plan.work / "done" / later, ignore_errors=True)
 
@@ -219,8 +222,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
         for p in d.iterdir():
             p.unlink()
     d.mkdir(parents=True, exist_ok=True)
-    part = f".lines-{line_range[0]}-{line_range[1]}" if line_range else ""
-    rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}{part}.jsonl")
+    rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}{_part_name(plan, index)}.jsonl")
     # band records are buffered until they take about half the budget: per document 8 bytes per band, twice while
     # being concatenated, plus about 48 bytes of sorting temporaries for the band being sorted
     spill_docs = max(64, plan.memory // (2 * (16 * bands + 48)))
@@ -266,7 +268,7 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
             spill()
 
     try:
-        for line, rec in iter_records(f, plan.text_key, rejects, line_range):
+        for line, rec in iter_records(f, plan.text_key, rejects, plan.max_doc_bytes, line_range):
             texts.append(rec[plan.text_key])
             lines.append(line)
             if len(texts) >= batch:
@@ -517,7 +519,7 @@ def _write(plan: DedupPlan, index: int) -> dict:
         JsonlWriter(kept_path) as kept_w,
         JsonlWriter(removed_path) as rem_w,
     ):
-        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog(), line_range)):
+        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog(), plan.max_doc_bytes, line_range)):
             if k - first >= len(expected):  # the next chunk of recorded line numbers
                 first, expected = k, np.fromfile(lines_fh, "<i8", count=65536)
             if k - first >= len(expected) or expected[k - first] != line:
@@ -580,6 +582,7 @@ def _report(plan: DedupPlan, index: int) -> dict:
         "too_short_documents": sum(x["too_short"] for x in sig),
         "rejected_records": sum(x["rejected"] for x in rejects),
         "reject_examples": [e for x in rejects for e in x["examples"]][:20],
+        "empty_files": [e for x in rejects for e in x.get("empty_files", [])],
         "per_source": per_source,
         "cluster_size_histogram": comp["histogram"],
         "cluster_size_plot": png.name if png else None,
@@ -612,15 +615,30 @@ def _report(plan: DedupPlan, index: int) -> dict:
     return {"report": str(out / "report.json")}
 
 
+def _part_name(plan: DedupPlan, shard: int) -> str:
+    lines = plan.shards[shard]["lines"]
+    return f".lines-{lines[0]}-{lines[1]}" if lines else ""
+
+
 def _join_parts(plan: DedupPlan) -> None:
     """Concatenate, in order, the kept/removed parts of every file that was read by several shards."""
-    import shutil
-
     out = Path(plan.output_dir)
     for fi, f in enumerate(plan.inputs):
         parts = [i for i, sh in enumerate(plan.shards) if sh["file"] == fi]
         if len(parts) < 2:
             continue
+        pieces = [out / "rejects" / f"{f.key}{_part_name(plan, i)}.jsonl" for i in parts]
+        if any(p.exists() for p in pieces):  # one rejects file per input, as for an unsplit file
+            dest = out / "rejects" / f"{f.key}.jsonl"
+            tmp = dest.with_name(dest.name + ".tmp")
+            with open(tmp, "wb") as fo:
+                for p in pieces:
+                    if p.exists():
+                        with open(p, "rb") as fp:
+                            shutil.copyfileobj(fp, fo)
+            os.replace(tmp, dest)
+            for p in pieces:
+                p.unlink(missing_ok=True)
         for kind in ("kept", "removed"):
             dest = out / kind / f.out_relpath
             dest.parent.mkdir(parents=True, exist_ok=True)

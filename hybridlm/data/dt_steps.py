@@ -26,6 +26,7 @@ from datatrove.pipeline.writers import JsonlWriter
 
 from hybridlm.data.filters import FilterConfig, ZydaFilters, summarize_filter
 from hybridlm.data.io import RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.outputs import FILTER_OUTPUTS, data_stage
 
 
 class HybridReader(PipelineStep):
@@ -101,6 +102,7 @@ def _stats_counts(stats) -> dict[str, dict[str, int]]:
     return out
 
 
+@data_stage("filter", engine="datatrove", owned=FILTER_OUTPUTS, reset_on_change=True)
 def run_filter_datatrove(inputs, output_dir, text_key="text", config=None, tasks=None, workers=None) -> dict:
     """The filter stage on datatrove's `LocalPipelineExecutor` (finished tasks are skipped on rerun)."""
     config = config or FilterConfig()

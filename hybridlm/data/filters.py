@@ -24,7 +24,7 @@ add up to the removed total. Patterns are literal strings (Zyda's scripts passed
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,6 +33,7 @@ from pathlib import Path
 from hybridlm.data.engine import run_shards
 from hybridlm.data.errors import DataError
 from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.outputs import FILTER_OUTPUTS, data_stage, prune, write_json
 
 DEFAULT_COLLAPSE = {
     "-": 10,
@@ -183,9 +184,12 @@ def _filter_shard(payload: dict) -> dict:
     rejects = RejectLog(out / "rejects" / f"{f.key}.jsonl")
     by_filter: dict[str, int] = {}
     n_in = 0
-    kept = JsonlWriter(out / "kept" / f.out_relpath)
-    removed = JsonlWriter(out / "removed" / f.out_relpath) if payload["write_removed"] else None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(rejects.close)
+        kept = stack.enter_context(JsonlWriter(out / "kept" / f.out_relpath))
+        removed = (
+            stack.enter_context(JsonlWriter(out / "removed" / f.out_relpath)) if payload["write_removed"] else None
+        )
         for _line, rec in iter_records(f, text_key, rejects):
             n_in += 1
             reason = filters.check(rec[text_key])
@@ -198,11 +202,6 @@ def _filter_shard(payload: dict) -> dict:
                 if removed is not None:
                     rec["filter_reason"] = reason
                     removed.write(rec)
-    finally:
-        rejects.close()
-    kept.close()
-    if removed is not None:
-        removed.close()
     return {
         "file": str(f.path),
         "source": f.source,
@@ -214,6 +213,7 @@ def _filter_shard(payload: dict) -> dict:
     }
 
 
+@data_stage("filter", owned=FILTER_OUTPUTS, mirror=("kept",), rejects="rejects")
 def run_filter(
     inputs: list[str | Path],
     output_dir: str | Path,
@@ -226,7 +226,8 @@ def run_filter(
 ) -> dict:
     """Filter every input file into `OUTPUT/kept/` and `OUTPUT/removed/`; writes and returns `OUTPUT/report.json`.
 
-    Restartable: a file already filtered by an earlier run into the same output directory is not redone.
+    Restartable: a file already filtered by an earlier run into the same output directory, from the same input (path,
+    size, mtime) with the same settings, is not redone; outputs of files no longer among the inputs are removed.
     """
     config = config or FilterConfig()
     out = Path(output_dir)
@@ -247,8 +248,9 @@ def run_filter(
         for f in files
     ]
     results = run_shards(_filter_shard, shards, out / ".state" / "filter", workers, "filter", quiet)
+    prune(out / "removed", [f.out_relpath for f in files] if write_removed else [])
     report = summarize_filter(results.values(), config)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / "report.json", report)
     return report
 
 
@@ -265,12 +267,18 @@ def summarize_filter(results, config: FilterConfig) -> dict:
         examples += r["rejects"]["examples"]
     n_in = sum(r["input"] for r in results)
     kept = sum(r["kept"] for r in results)
+    lines = None
+    if all("input_lines" in r["rejects"] for r in results):
+        lines = sum(r["rejects"]["input_lines"] for r in results)
+        assert n_in + rejected == lines, (n_in, rejected, lines)  # conservation: every input line is accounted for
     return {
+        "input_lines": lines,
         "input_documents": n_in,
         "kept_documents": kept,
         "removed_documents": n_in - kept,
         "removed_by_filter": by_filter,
         "rejected_records": rejected,
+        "empty_files": [e for r in results for e in r["rejects"].get("empty_files", [])],
         "rejected_by_reason": reject_reasons,
         "reject_examples": examples[:20],
         "files": results,

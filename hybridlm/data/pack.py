@@ -1,7 +1,9 @@
 """Packing (`hybridlm data pack`): tokenise documents into contiguous token shards with an index.
 
 One shard per input file, in input order, so the output is deterministic; a shard whose files were written by an
-earlier run (with the same tokenizer) is not redone, so an interrupted pack resumes. The format and its reader are
+earlier run from the same input (path, size, mtime) with the same tokenizer and settings is not redone, so an
+interrupted pack resumes, and an input that changed is packed again. `index.json` records the tokenizer's
+fingerprint, which the trainer checks when it blends, evaluates or anneals. The format and its reader are
 in `hybridlm.data.shards`.
 """
 
@@ -16,7 +18,8 @@ import numpy as np
 
 from hybridlm.data.count import batched_texts, encode_stream
 from hybridlm.data.errors import DataError
-from hybridlm.data.io import RejectLog, check_text_field, expand_inputs
+from hybridlm.data.io import RejectLog, check_text_field, expand_inputs, input_signature, reader_settings
+from hybridlm.data.outputs import data_stage, write_json
 from hybridlm.data.shards import write_idx
 from hybridlm.data.tokenizer import eos_token_id, load_tokenizer
 
@@ -25,6 +28,7 @@ def _fingerprint(tok) -> str:
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
 
 
+@data_stage("pack", owned=("[0-9]*.bin", "[0-9]*.idx", "index.json", "rejects", ".state"), rejects="rejects")
 def pack(
     inputs: list[str | Path],
     output_dir: str | Path,
@@ -48,18 +52,31 @@ def pack(
     fp = _fingerprint(tok)
     state = out / ".state"
     state.mkdir(exist_ok=True)
-    shards, rejected = [], 0
-    for k, f in enumerate(files):
-        name = f"{k:05d}"
+    shards, rejected, lines = [], 0, 0
+    names = [f"{k:05d}" for k in range(len(files))]
+    for name, f in zip(names, files, strict=True):
         marker = state / f"{name}.json"
-        expect = {"file": str(f.path), "tokenizer": fp, "append_eos": append_eos, "text_key": text_key}
+        expect = {
+            "file": str(f.path),
+            "input": input_signature(f),
+            "reader": reader_settings(),
+            "tokenizer": fp,
+            "append_eos": append_eos,
+            "text_key": text_key,
+        }
         if marker.exists():
-            done = json.loads(marker.read_text())
-            if {key: done.get(key) for key in expect} == expect:
+            try:
+                done = json.loads(marker.read_text())
+            except ValueError:
+                done = {}
+            if {key: done.get(key) for key in expect} == expect and (out / f"{name}.bin").is_file():
                 shards.append(done["shard"])
+                rejected += done.get("rejected", 0)
+                lines += done.get("input_lines", 0)
                 if progress is not None:
                     progress(f.path.stat().st_size)
                 continue
+        marker.unlink(missing_ok=True)
         rejects = RejectLog(out / "rejects" / f"{f.key}.jsonl")
         bin_tmp = out / f"{name}.bin.tmp"
         lengths: list[int] = []
@@ -75,9 +92,13 @@ def pack(
                     lengths.extend(map(len, ids))
                     if progress is not None:
                         progress(sum(len(t.encode("utf-8")) for t in batch))
+        except BaseException:
+            bin_tmp.unlink(missing_ok=True)
+            raise
         finally:
             rejects.close()
         rejected += rejects.count
+        lines += rejects.lines
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         write_idx(out / f"{name}.idx.tmp", offsets, dtype.itemsize)
         os.replace(bin_tmp, out / f"{name}.bin")
@@ -88,8 +109,15 @@ def pack(
             "documents": len(lengths),
             "tokens": int(offsets[-1]),
         }
-        marker.write_text(json.dumps({**expect, "shard": shard}))
+        write_json(marker, {**expect, "shard": shard, "rejected": rejects.count, "input_lines": rejects.lines})
         shards.append(shard)
+    # shards of an earlier run over more files are not part of this dataset
+    for p in out.glob("[0-9]*.*"):
+        if p.suffix in (".bin", ".idx") and p.stem.isdigit() and p.stem not in names:
+            p.unlink()
+    for p in state.glob("*.json"):
+        if p.stem not in names:
+            p.unlink()
     index = {
         "format": "hybridlm-tokens",
         "version": 1,
@@ -103,6 +131,8 @@ def pack(
         "tokens": sum(s["tokens"] for s in shards),
         "shards": shards,
     }
-    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_json(out / "index.json", index)
     index["rejected_records"] = rejected
+    index["input_lines"] = lines
+    assert index["documents"] + rejected == lines  # conservation: every input line is packed or rejected
     return index

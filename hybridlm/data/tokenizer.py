@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hybridlm.data.errors import DataError, TokenizerError
 from hybridlm.data.io import RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.outputs import data_stage
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -73,6 +74,7 @@ def _texts(inputs, text_key: str, rejects: RejectLog) -> Iterator[str]:
             yield rec[text_key]
 
 
+@data_stage("train-tokenizer", owned=("tokenizer.json", "tokenizer_config.json", "rejects.jsonl"))
 def train_tokenizer(
     inputs: list[str | Path],
     output_dir: str | Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,11 +52,10 @@ def write_checkpoint(directory: Path, config: dict, state: dict[str, torch.Tenso
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a save killed between the two renames
         os.replace(directory, old)
         os.replace(tmp, directory)
-        for p in old.iterdir():
-            p.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         os.replace(tmp, directory)
     return directory

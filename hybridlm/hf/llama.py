@@ -7,6 +7,7 @@ import torch
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.hf.io import take
+from hybridlm.kinds import ATTENTION, MLP
 
 _ACT = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 
@@ -19,7 +20,8 @@ def config_from_hf(d: dict) -> ModelConfig:
     if act not in _ACT:
         raise ConfigError(f"hidden_act {act!r} is not supported; allowed: {sorted(_ACT)}")
     return ModelConfig(
-        name="llama", d_model=d["hidden_size"], vocab_size=d["vocab_size"], layers=f"(a f)*{d['num_hidden_layers']}",
+        name="llama", d_model=d["hidden_size"], vocab_size=d["vocab_size"],
+        layers=f"({ATTENTION.token} {MLP.token})*{d['num_hidden_layers']}",
         tie_embeddings=d.get("tie_word_embeddings", False), norm_eps=d.get("rms_norm_eps", 1e-6),
         max_seq_len=d.get("max_position_embeddings", 2048),
         attention={"n_heads": d["num_attention_heads"], "n_kv_heads": d.get("num_key_value_heads"),
@@ -31,7 +33,7 @@ def config_from_hf(d: dict) -> ModelConfig:
 
 def check_exportable(cfg: ModelConfig) -> None:
     tokens = cfg.tokens
-    if tokens != ["a", "f"] * (len(tokens) // 2) or not tokens:
+    if tokens != [ATTENTION.token, MLP.token] * (len(tokens) // 2) or not tokens:
         raise ConfigError("only an '(a f)*N' stack exports to transformers' Llama")
     if not (cfg.mlp.gated and cfg.attention.rope and cfg.norm == "rmsnorm"):
         raise ConfigError("Llama needs a gated MLP, RoPE and RMSNorm")

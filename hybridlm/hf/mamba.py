@@ -9,10 +9,15 @@ import math
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
 from hybridlm.hf.io import take
+from hybridlm.kinds import MAMBA1, MAMBA2
 
 _M1_SAME = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "out_proj.weight", "out_proj.bias")
 _M2_SAME = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
             "norm.weight", "out_proj.weight", "out_proj.bias")
+
+
+def _mixer(mamba2: bool):
+    return MAMBA2 if mamba2 else MAMBA1
 
 
 def config_from_hf(d: dict, mamba2: bool) -> ModelConfig:
@@ -21,7 +26,7 @@ def config_from_hf(d: dict, mamba2: bool) -> ModelConfig:
         "vocab_size": d["vocab_size"],
         "tie_embeddings": d.get("tie_word_embeddings", not mamba2),
         "norm_eps": d.get("layer_norm_epsilon", 1e-5),
-        "layers": f"{'m' if mamba2 else 'r'}*{d['num_hidden_layers']}",
+        "layers": f"{_mixer(mamba2).token}*{d['num_hidden_layers']}",
     }
     if d.get("hidden_act", "silu") != "silu":
         raise ConfigError(f"hidden_act {d['hidden_act']!r} is not supported for Mamba (only 'silu')")
@@ -48,8 +53,7 @@ def config_from_hf(d: dict, mamba2: bool) -> ModelConfig:
 
 
 def check_exportable(cfg: ModelConfig, mamba2: bool) -> None:
-    kind = "m" if mamba2 else "r"
-    if set(cfg.tokens) != {kind}:
+    if set(cfg.tokens) != {_mixer(mamba2).token}:
         raise ConfigError(f"only a pure {'Mamba2' if mamba2 else 'Mamba1'} stack exports to this format")
     if cfg.norm != "rmsnorm":
         raise ConfigError("Mamba checkpoints use RMSNorm")

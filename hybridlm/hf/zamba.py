@@ -16,6 +16,7 @@ import torch
 from hybridlm.config import ModelConfig
 from hybridlm.errors import CheckpointError, ConfigError
 from hybridlm.hf.io import take
+from hybridlm.kinds import MAMBA1, MAMBA2, SHARED
 
 _ACT_FROM_HF = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "silu": "silu",
                 "relu": "relu"}
@@ -32,8 +33,12 @@ def _hybrid_flags(d: dict, n: int) -> list[bool]:
     return [t == "hybrid" for t in types]
 
 
+def _mixer(v2: bool) -> str:
+    return (MAMBA2 if v2 else MAMBA1).token
+
+
 def _pattern(flags: list[bool], mixer: str) -> str:
-    return " ".join(f"g {mixer}" if h else mixer for h in flags)
+    return " ".join(f"{SHARED.token} {mixer}" if h else mixer for h in flags)
 
 
 def config_from_hf(d: dict, v2: bool) -> ModelConfig:
@@ -47,7 +52,7 @@ def config_from_hf(d: dict, v2: bool) -> ModelConfig:
     common = {
         "d_model": d["hidden_size"], "vocab_size": d["vocab_size"], "norm_eps": d.get("rms_norm_eps", 1e-5),
         "tie_embeddings": d.get("tie_word_embeddings", True), "max_seq_len": d.get("max_position_embeddings", 4096),
-        "layers": _pattern(flags, "m" if v2 else "r"),
+        "layers": _pattern(flags, _mixer(v2)),
     }
     shared = {"n_heads": d.get("num_attention_heads", 32), "n_kv_heads": d.get("num_key_value_heads"),
               "ffn_dim": d.get("intermediate_size"), "activation": _ACT_FROM_HF[act], "gated": True}
@@ -82,10 +87,11 @@ def config_from_hf(d: dict, v2: bool) -> ModelConfig:
 
 
 def check_exportable(cfg: ModelConfig, v2: bool) -> None:
-    mixer = "m" if v2 else "r"
+    mixer, call = _mixer(v2), SHARED.token
     tokens, s = cfg.tokens, cfg.shared
-    if set(tokens) - {mixer, "g"} or "g" not in tokens:
-        raise ConfigError(f"only '{mixer}' layers with 'g' shared-block calls export to {'Zamba2' if v2 else 'Zamba'}")
+    if set(tokens) - {mixer, call} or call not in tokens:
+        raise ConfigError(f"only '{mixer}' layers with '{call}' shared-block calls export to "
+                          f"{'Zamba2' if v2 else 'Zamba'}")
     problems = []
     if cfg.norm != "rmsnorm":
         problems.append("norm must be rmsnorm")
@@ -113,8 +119,8 @@ def check_exportable(cfg: ModelConfig, v2: bool) -> None:
 
 
 def config_to_hf(cfg: ModelConfig, v2: bool) -> dict:
-    flags = [t == "g" for t in cfg.tokens]
-    types = ["hybrid" if i > 0 and flags[i - 1] else "mamba" for i, t in enumerate(cfg.tokens) if t != "g"]
+    flags = [t == SHARED.token for t in cfg.tokens]
+    types = ["hybrid" if i > 0 and flags[i - 1] else "mamba" for i, f in enumerate(flags) if not f]
     s = cfg.shared
     d = {
         "hidden_size": cfg.d_model, "vocab_size": cfg.padded_vocab_size, "num_hidden_layers": cfg.n_layers,
@@ -146,7 +152,7 @@ def _hybrid_layers(cfg: ModelConfig) -> list[int]:
     """HF layer index of each shared-block call j."""
     out, i = [], 0
     for t in cfg.tokens:
-        if t == "g":
+        if t == SHARED.token:
             out.append(i)
         else:
             i += 1

@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.layers.segments import Segments
+
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos/sin tables (len, head_dim) for the rotate-half convention over the full head_dim."""
+    """cos/sin tables (..., len, head_dim) for the rotate-half convention over the full head_dim;
+    positions (len,) or (batch, len)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = positions.float()[:, None] * inv_freq[None, :]
+    freqs = positions.float()[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -44,7 +47,16 @@ class Attention(nn.Module):
                 "v": torch.zeros(shape, dtype=dtype, device=device)}
 
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
-                lora: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> torch.Tensor:
+                lora: tuple[nn.Module, nn.Module, nn.Module] | None = None,
+                segments: Segments | None = None) -> torch.Tensor:
+        b, l, _ = x.shape
+        q, k, v = self.project(x, offset, lora, segments.positions if segments is not None else None)
+        y = self.attend(q, k, v, cache, offset, segments)
+        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+
+    def project(self, x: torch.Tensor, offset: int, lora=None, positions: torch.Tensor | None = None):
+        """q (b, heads, l, head_dim), k and v (b, kv_heads, l, head_dim), RoPE applied at `positions`
+        ((b, l), e.g. within each segment) or else at offset, offset + 1, ..."""
         b, l, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if lora is not None:
@@ -53,19 +65,32 @@ class Attention(nn.Module):
         k = k.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
-            positions = torch.arange(offset, offset + l, device=x.device)
+            if positions is None:
+                positions = torch.arange(offset, offset + l, device=x.device)
             cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+            if cos.dim() == 3:  # per row: (b, l, d) -> (b, 1, l, d)
+                cos, sin = cos[:, None], sin[:, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, offset: int,
+               segments: Segments | None = None) -> torch.Tensor:
+        """Causal attention of the new queries over every key so far (the cache's and the new ones),
+        within each query's segment when `segments` are given."""
+        l = q.shape[2]
         mask, causal = None, True
         if cache is not None:
             cache["k"][:, :, offset:offset + l] = k
             cache["v"][:, :, offset:offset + l] = v
             k, v = cache["k"][:, :, :offset + l], cache["v"][:, :, :offset + l]
+        if segments is not None:
+            first = 0 if cache is not None else offset
+            mask, causal = segments.key_mask(torch.arange(first, offset + l, device=q.device)), False
+        elif cache is not None:
             if l == 1:
                 causal = False
             elif offset > 0:  # a chunk after earlier tokens: query i sees keys <= offset + i
                 causal = False
-                mask = torch.ones(l, offset + l, dtype=torch.bool, device=x.device).tril(diagonal=offset)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+                mask = torch.ones(l, offset + l, dtype=torch.bool, device=q.device).tril(diagonal=offset)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+                                              enable_gqa=self.n_kv_heads != self.n_heads)

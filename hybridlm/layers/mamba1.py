@@ -15,6 +15,7 @@ from torch import nn
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import RMSNorm
+from hybridlm.layers.segments import Segments
 from hybridlm.layers.selective_scan import selective_scan, selective_step
 
 
@@ -74,27 +75,34 @@ class Mamba1(nn.Module):
         dt = F.softplus(dt.float() + self.dt_proj_bias.float())
         return dt, B, C
 
-    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
+                segments: Segments | None = None) -> torch.Tensor:
         b, l, _ = u.shape
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
+        taps = segments.conv_taps(self.conv1d.kernel_size[0]) if segments is not None else None
         if cache is not None and l == 1:
-            x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"]))
+            x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"],
+                                        taps[:, 0] if taps is not None else None))
             x = x.view(b, self.n_heads, self.headdim)
             dt, B, C = self._ssm_inputs(x)
             y = selective_step(cache["ssm"], x, dt, A, B, C)[:, None]
             x = x[:, None]
         else:
-            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, cache["conv"] if cache is not None else None)
+            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, cache["conv"] if cache is not None else None,
+                            taps)
             x = F.silu(x).unflatten(-1, (self.n_heads, self.headdim))
             dt, B, C = self._ssm_inputs(x)
-            kernel = kernels.selective_scan_kernel(x) if self.n_heads == 1 and cache is None else None
+            resets = segments.resets if segments is not None else None
+            # mamba_ssm's selective_scan_fn has no state resets: segments take the PyTorch path
+            use_kernel = self.n_heads == 1 and cache is None and resets is None
+            kernel = kernels.selective_scan_kernel(x) if use_kernel else None
             if kernel is not None:  # mamba_ssm layout: (b, d, l), B/C (b, n, l)
                 y = kernel(x.flatten(-2).transpose(1, 2), dt.flatten(-2).transpose(1, 2).to(x.dtype),
                            A.flatten(0, 1), B[:, :, 0].transpose(1, 2), C[:, :, 0].transpose(1, 2))
                 y = y.transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim)).float()
             else:
-                y, final = selective_scan(x, dt, A, B, C, cache["ssm"] if cache is not None else None)
+                y, final = selective_scan(x, dt, A, B, C, cache["ssm"] if cache is not None else None, resets)
                 if cache is not None:
                     cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()

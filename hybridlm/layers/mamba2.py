@@ -11,6 +11,7 @@ from torch import nn
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import GatedRMSNorm
+from hybridlm.layers.segments import Segments
 from hybridlm.layers.ssd import ssd_chunked, ssd_step
 
 
@@ -55,14 +56,16 @@ class Mamba2(nn.Module):
             "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
         }
 
-    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
+                segments: Segments | None = None) -> torch.Tensor:
         b, l, _ = u.shape
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
         A = -torch.exp(self.A_log.float())
         if cache is not None and l == 1:
-            y = self._step(xBC[:, 0], dt[:, 0], A, cache)[:, None]
+            taps = segments.conv_taps(self.conv1d.kernel_size[0])[:, 0] if segments is not None else None
+            y = self._step(xBC[:, 0], dt[:, 0], A, cache, taps)[:, None]
         else:
-            y = self._scan(xBC, dt, A, cache)
+            y = self._scan(xBC, dt, A, cache, segments)
         return self.out_proj(self.norm(y.to(u.dtype), z))
 
     def _split_xBC(self, xBC: torch.Tensor):
@@ -70,30 +73,33 @@ class Mamba2(nn.Module):
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         return x, B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state))
 
-    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
+    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, segments) -> torch.Tensor:
         b, l, _ = xBC.shape
+        taps = segments.conv_taps(self.conv1d.kernel_size[0]) if segments is not None else None
         xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias,
-                                 cache["conv"] if cache is not None else None))
+                                 cache["conv"] if cache is not None else None, taps))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
         initial = cache["ssm"] if cache is not None else None
-        kernel = kernels.ssd_kernel(x)
+        resets = segments.resets if segments is not None else None
+        kernel = kernels.ssd_kernel(x) if resets is None or initial is None else None
         if kernel is not None:
-            y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial,
+            seq_idx = resets.int().cumsum(1, dtype=torch.int32) if resets is not None else None
+            y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial, seq_idx=seq_idx,
                               return_final_states=True)
         else:
             chunk = self.chunk_size
             if x.device.type == "cpu" and self.cpu_chunk_size is not None:
                 chunk = min(chunk, self.cpu_chunk_size)
-            y, final = ssd_chunked(x, dt, A, B, C, chunk, initial)
+            y, final = ssd_chunked(x, dt, A, B, C, chunk, initial, resets)
         if cache is not None:
             cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()[:, None]
         return y.flatten(-2)
 
-    def _step(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache) -> torch.Tensor:
-        xBC = F.silu(causal_conv_step(xBC, self.conv1d.weight, self.conv1d.bias, cache["conv"]))
+    def _step(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, taps=None) -> torch.Tensor:
+        xBC = F.silu(causal_conv_step(xBC, self.conv1d.weight, self.conv1d.bias, cache["conv"], taps))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
         dt = F.softplus(dt.float() + self.dt_bias.float())

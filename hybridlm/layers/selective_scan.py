@@ -12,15 +12,19 @@ import torch
 
 
 def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   initial_state: torch.Tensor | None = None, resets: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """x, dt (b, l, h, p) with dt already softplus'd; A (h, p, n); B, C (b, l, h, n).
 
     Returns y (b, l, h, p) without the D skip, and the final state (b, h, p, n); computes in fp32.
+    `resets` (b, l) bool discards the state before a token (a segment start: h_{t-1} counts as 0).
     """
     b, l, h, p = x.shape
     n = A.shape[-1]
     dt, x, B, C = dt.float(), x.float(), B.float(), C.float()
     dA = torch.exp(dt[..., None] * A.float())  # (b, l, h, p, n)
+    if resets is not None:
+        dA = dA * (~resets).float()[:, :, None, None, None]
     dBx = (dt * x)[..., None] * B[:, :, :, None, :]  # (b, l, h, p, n)
     state = initial_state.float() if initial_state is not None else x.new_zeros(b, h, p, n)
     states = []

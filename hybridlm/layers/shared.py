@@ -35,9 +35,9 @@ class SharedBlock(nn.Module):
         self.mlp = MLP(d, cfg.shared_ffn_dim, s.activation, s.gated)
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor, call: SharedCall,
-                cache: dict[str, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+                cache: dict[str, torch.Tensor] | None = None, offset: int = 0, segments=None) -> torch.Tensor:
         h = torch.cat([x, x0], dim=-1) if self.concat_embeddings else x
-        a = self.attn(self.attn_norm(h), cache, offset, lora=call.qkv_lora())
+        a = self.attn(self.attn_norm(h), cache, offset, lora=call.qkv_lora(), segments=segments)
         m = self.mlp(self.mlp_norm(a), lora=call.lora_mlp)
         return call.proj(m)
 
@@ -62,3 +62,17 @@ class SharedCall(nn.Module):
 
     def qkv_lora(self):
         return (self.lora_q, self.lora_k, self.lora_v) if self.lora_q is not None else None
+
+
+class SharedUnit(nn.Module):
+    """One call as a standalone unit (for benchmarks): the shared block with one call's projection and
+    adapters, t = shared(x, x0)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.d_model = cfg.d_model
+        self.shared = SharedBlock(cfg)
+        self.call = SharedCall(cfg)
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.shared(x, x0, self.call)

@@ -17,12 +17,14 @@ import torch.nn.functional as F
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                chunk_size: int, initial_state: torch.Tensor | None = None
+                chunk_size: int, initial_state: torch.Tensor | None = None, resets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x (b, l, h, p), dt (b, l, h) already softplus'd, A (h,), B/C (b, l, g, n).
 
     Returns y (b, l, h, p) without the D skip, and the final state (b, h, p, n). Computes in fp32.
     Works head-major, (b, g, e, c, q, .) with e = heads per group, so every product is a batched matmul.
+    `resets` (b, l) bool discards the state before a token (a new segment: packed documents, padding):
+    every decay that would carry state across a reset is zeroed, as mamba_ssm's `seq_idx` does.
     """
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
@@ -34,21 +36,35 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))  # dt = 0 on padding: no decay, no input
     c = (l + pad) // q
+    seg = None  # segment number of each position (0: the initial state's), (b, 1, 1, c, q)
+    if resets is not None:
+        seg = resets.long().cumsum(1)
+        seg = torch.cat([seg, seg[:, -1:].expand(b, pad)], dim=1).view(b, 1, 1, c, q)
+        seg_before = torch.cat([seg.new_zeros(b, 1, 1, 1), seg[..., :-1, -1]], dim=-1)  # (b, 1, 1, c)
     xdt = (x * dt[..., None]).view(b, c, q, g, e, p).permute(0, 3, 4, 1, 2, 5)  # (b, g, e, c, q, p)
     a_cum = (dt * A.float()).view(b, c, q, g, e).permute(0, 3, 4, 1, 2).cumsum(-1)  # (b, g, e, c, q)
     B = B.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)[:, :, None]  # (b, g, 1, c, q, n)
     C = C.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)[:, :, None]
 
     # 1. within chunks: y = (L o C B^T) (x dt), L[t, s] = exp(a_cum[t] - a_cum[s]) for t >= s
-    L = torch.exp(segsum_from_cumsum(a_cum))  # (b, g, e, c, q, q)
+    segsum = segsum_from_cumsum(a_cum)
+    if seg is not None:
+        segsum = segsum.masked_fill(seg[..., :, None] != seg[..., None, :], float("-inf"))
+    L = torch.exp(segsum)  # (b, g, e, c, q, q)
     y = (L * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, e, c, q, p)
 
     # 2. each chunk's own final state (from zero): sum_s exp(a_cum[-1] - a_cum[s]) (x dt)_s B_s^T
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)[..., None]  # (b, g, e, c, q, 1)
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, e, c, q)
+    if seg is not None:
+        decay_to_end = decay_to_end * (seg == seg[..., -1:])
+    decay_to_end = decay_to_end[..., None]
     chunk_states = (xdt * decay_to_end).transpose(-1, -2) @ B  # (b, g, e, c, p, n)
 
     # 3. pass states between chunks: S_c = exp(sum of a over chunk c-1) S_{c-1} + chunk_state_{c-1}
-    chunk_decay = torch.exp(a_cum[..., -1])[..., None, None]  # (b, g, e, c, 1, 1)
+    chunk_decay = torch.exp(a_cum[..., -1])  # (b, g, e, c)
+    if seg is not None:  # the state entering a chunk survives it only if no segment starts inside
+        chunk_decay = chunk_decay * (seg[..., -1] == seg_before)
+    chunk_decay = chunk_decay[..., None, None]
     state = (initial_state.float().view(b, g, e, p, n) if initial_state is not None
              else x.new_zeros(b, g, e, p, n))
     starts = []
@@ -59,7 +75,10 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     start_states = torch.stack(starts, dim=3)  # (b, g, e, c, p, n)
 
     # 4. contribution of each chunk's start state: exp(a_cum[t]) C_t S_c
-    y = y + (C * torch.exp(a_cum)[..., None]) @ start_states.transpose(-1, -2)
+    decay_from_start = torch.exp(a_cum)
+    if seg is not None:
+        decay_from_start = decay_from_start * (seg == seg_before[..., None])
+    y = y + (C * decay_from_start[..., None]) @ start_states.transpose(-1, -2)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, c * q, h, p)[:, :l]
     return y, state.reshape(b, h, p, n)

@@ -2,6 +2,7 @@
 
 Convention: FLOPs = 2 x multiply-accumulates of the matrix products the model runs (nn.Linear, the
 einsums and batched matmuls, SDPA): exactly what `torch.utils.flop_counter.FlopCounterMode` counts.
+Each kind's terms are written in its spec (`hybridlm.kinds`); this module sums them over the stack.
 Left out, as FlopCounterMode leaves them out: elementwise work (norms, activations, gating,
 softplus/exp, RoPE, the depthwise causal conv, which the model runs as k shifted multiply-adds, the
 Mamba1 recurrence's multiply-adds, SSD decays and segment sums, residual adds, softmax, the
@@ -10,7 +11,8 @@ cross-entropy) and bias adds.
 Backward: every counted product runs twice in autograd, once for the gradient of each operand (a
 weight's gradient and the input's gradient; for activation x activation products like QK^T and the
 SSD einsums, both operands carry gradients). The first layer's input gradient is computed too, since
-the embedding table trains and so its output requires grad. Hence backward = 2 x forward, per term.
+the embedding table trains and so its output requires grad. Hence backward = 2 x forward, per term,
+except where a kind's spec knows better (`LayerKind.backward_flops`: the SSD on a single chunk).
 
 Attention: `attention="kernel"` counts QK^T and PV over the full s x s square, as SDPA's FLOP formula
 does (and as a dense kernel computes it); `"causal"` counts only the s(s+1)/2 (query, key) pairs
@@ -27,120 +29,26 @@ from dataclasses import dataclass, field
 
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
-from hybridlm.plan.params import mamba2_in_proj_width
+from hybridlm.kinds import KINDS
+from hybridlm.kinds.counting import (
+    BACKWARD_FACTOR,  # noqa: F401  (2: see the module docstring)
+    linear_flops,
+)
+from hybridlm.kinds.mamba2 import ssd_flops  # noqa: F401  (public: the SSD's matmuls by term)
 
-BACKWARD_FACTOR = 2  # gradient w.r.t. each of the two operands of every product (see module docstring)
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION = ("kernel", "causal")
-CORE_TERMS = ("attention_core", "shared_attention_core", "mamba2_ssd", "mamba1_scan")
+CORE_TERMS = tuple(term for k in KINDS.values() for term in k.core_terms)
 """Terms that selective recomputation runs again in the backward pass (the sequence-mixing cores)."""
-
-
-def linear_flops(tokens: int, n_in: int, n_out: int) -> int:
-    return 2 * tokens * n_in * n_out
-
-
-def einsum_flops(contracted: int, others: int) -> int:
-    """A two-operand einsum contracting one index of size `contracted` over `others` output/batch
-    elements. torch.einsum runs a size-1 contraction as an elementwise product (no matmul), so 0."""
-    return 0 if contracted == 1 else 2 * contracted * others
-
-
-def attention_core_flops(
-    batch: int, seq_len: int, n_heads: int, head_dim: int, attention: str = "kernel"
-) -> int:
-    """QK^T and PV for every query head (GQA shares K/V, not the work).
-    kernel: s^2 pairs; causal: s(s+1)/2."""
-    pairs = seq_len * seq_len if attention == "kernel" else seq_len * (seq_len + 1) // 2
-    return 2 * 2 * batch * n_heads * head_dim * pairs
-
-
-def matmul_flops(contracted: int, others: int) -> int:
-    """A batched matmul (`@`) contracting `contracted` over `others` output elements; unlike einsum, a
-    size-1 contraction still runs as a matmul."""
-    return 2 * contracted * others
-
-
-def ssd_flops(cfg: ModelConfig, batch: int, seq_len: int, device: str = "cuda") -> dict[str, int]:
-    """The four batched matmuls of `hybridlm.layers.ssd.ssd_chunked` on the sequence padded to a multiple
-    of the chunk size Q (pad = (-l) % Q), per layer:
-      cb      C B^T within each chunk, per group:        2 b Lp Q G N
-      y_diag  (L o CB) (x dt) within each chunk, per head: 2 b Lp Q H P
-      states  each chunk's final state:                  2 b Lp H P N
-      y_off   C_t exp(a) S_c from the chunk start state:  2 b Lp H P N
-    The intra-chunk terms grow with Q, the state terms with N; the chunk-to-chunk recurrence is
-    elementwise. Q is the chunk the model uses on `device` (`Mamba2Config.chunk_for`: GPU kernels use
-    chunk_size, the CPU path caps it at cpu_chunk_size)."""
-    m = cfg.mamba2
-    q, g, n, h, p = m.chunk_for(device), m.ngroups, m.d_state, cfg.mamba2_n_heads, m.headdim
-    lp = seq_len + (-seq_len) % q
-    return {
-        "cb": matmul_flops(n, batch * lp * q * g),
-        "y_diag": matmul_flops(q, batch * lp * h * p),
-        "states": matmul_flops(q, batch * lp // q * h * p * n),
-        "y_off": matmul_flops(n, batch * lp * h * p),
-    }
 
 
 def sublayer_terms(
     cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel", device: str = "cuda"
 ) -> dict[str, int]:
-    """Forward FLOPs of ONE sub-layer of `kind` (r, m, a, f, e, g) on (batch, seq_len), by term."""
-    t, d = batch * seq_len, cfg.d_model
-    if kind == "r":
-        m, di, r, n = cfg.mamba1, cfg.mamba1_d_inner, cfg.mamba1_dt_rank, cfg.mamba1.d_state
-        return {
-            "mamba1_proj": linear_flops(t, d, 2 * di)
-            + linear_flops(t, di, d)  # in_proj, out_proj
-            # per-head x_proj (contracts headdim) and dt_proj (contracts dt_rank), as einsums over heads
-            + einsum_flops(di // m.n_heads, t * m.n_heads * (r + 2 * n))
-            + einsum_flops(r, t * di),
-            "mamba1_scan": einsum_flops(n, t * di),  # y = C . state (the recurrence itself is elementwise)
-        }
-    if kind == "m":
-        ssd = ssd_flops(cfg, batch, seq_len, device)
-        return {
-            "mamba2_proj": linear_flops(t, d, mamba2_in_proj_width(cfg))
-            + linear_flops(t, cfg.mamba2_d_inner, d),
-            "mamba2_ssd": sum(ssd.values()),
-        }
-    if kind == "a":
-        a, hd, kv = cfg.attention, cfg.attention_head_dim, cfg.attention_kv_heads
-        return {
-            "attention_proj": linear_flops(t, d, (a.n_heads + 2 * kv) * hd)
-            + linear_flops(t, a.n_heads * hd, d),
-            "attention_core": attention_core_flops(batch, seq_len, a.n_heads, hd, attention),
-        }
-    if kind == "f":
-        rows = (2 if cfg.mlp.gated else 1) * cfg.mlp_ffn_dim
-        return {"mlp": linear_flops(t, d, rows) + linear_flops(t, cfg.mlp_ffn_dim, d)}
-    if kind == "e":
-        m = cfg.moe
-        rows = (2 if m.gated else 1) * cfg.moe_ffn_dim
-        routed = t * m.top_k  # every token goes to exactly top_k experts (no capacity drop)
-        return {
-            "moe_router": linear_flops(t, d, m.n_experts),
-            "moe_experts": linear_flops(routed, d, rows) + linear_flops(routed, cfg.moe_ffn_dim, d),
-        }
-    if kind == "g":
-        s, w, hd, kv = cfg.shared, cfg.shared_input_dim, cfg.shared_head_dim, cfg.shared_kv_heads
-        r = s.lora_rank
-        rows = (2 if s.gated else 1) * cfg.shared_ffn_dim
-        lora = 0
-        if s.lora_qkv:
-            lora += linear_flops(t, w, r) + linear_flops(t, r, s.n_heads * hd)
-            lora += 2 * (linear_flops(t, w, r) + linear_flops(t, r, kv * hd))
-        if s.lora_mlp:
-            lora += linear_flops(t, d, r) + linear_flops(t, r, rows)
-        return {
-            "shared_attention_proj": linear_flops(t, w, (s.n_heads + 2 * kv) * hd)
-            + linear_flops(t, s.n_heads * hd, d),
-            "shared_attention_core": attention_core_flops(batch, seq_len, s.n_heads, hd, attention),
-            "shared_mlp": linear_flops(t, d, rows) + linear_flops(t, cfg.shared_ffn_dim, d),
-            "lora": lora,
-            "shared_proj": linear_flops(t, d, d),  # per call and per token, not a constant
-        }
-    raise ConfigError(f"unknown layer kind {kind!r}; allowed: r, m, a, f, e, g")
+    """Forward FLOPs of ONE sub-layer of `kind` (a pattern token) on (batch, seq_len), by term."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown layer kind {kind!r}; allowed: {', '.join(KINDS)}")
+    return KINDS[kind].flops(cfg, batch, seq_len, attention, device)
 
 
 def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attention: str = "kernel",
@@ -149,23 +57,16 @@ def sublayer_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int, attent
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("attention", attention, ATTENTION)
     terms = sublayer_terms(cfg, kind, batch, seq_len, attention, device)
-    fwd = sum(terms.values())
-    return {"fwd": fwd, "bwd": BACKWARD_FACTOR * fwd, "terms": terms}
+    bwd = KINDS[kind].backward_flops(cfg, batch, seq_len, attention, device, terms)
+    return {"fwd": sum(terms.values()), "bwd": sum(bwd.values()), "terms": terms}
 
 
 def final_projection_flops(cfg: ModelConfig, kind: str, batch: int, seq_len: int) -> int:
     """The last matmul of a sub-layer, whose output nothing saves for backward. torch's non-reentrant
     checkpoint (HybridLM.gradient_checkpointing) stops recomputing once every saved tensor is back, so
     full recomputation skips it. MoE has none: the gating multiply saves the experts' outputs."""
-    t, d = batch * seq_len, cfg.d_model
-    width = {
-        "r": cfg.mamba1_d_inner,
-        "m": cfg.mamba2_d_inner,
-        "a": cfg.attention.n_heads * cfg.attention_head_dim,
-        "f": cfg.mlp_ffn_dim,
-        "g": d,
-    }.get(kind)
-    return 0 if width is None else linear_flops(t, width, d)
+    width = KINDS[kind].final_projection_width(cfg)
+    return 0 if width is None else linear_flops(batch * seq_len, width, cfg.d_model)
 
 
 def logits_flops(cfg: ModelConfig, tokens: int) -> int:
@@ -222,12 +123,23 @@ class FlopReport:
 def forward_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str = "kernel",
                   device: str = "cuda") -> dict[str, int]:
     """Whole-model forward FLOPs on (batch, seq_len), summed by term over the layer stack."""
-    out: dict[str, int] = {"logits": logits_flops(cfg, batch * seq_len)}
-    per_kind = {k: sublayer_terms(cfg, k, batch, seq_len, attention, device) for k in set(cfg.tokens)}
-    for kind in cfg.tokens:
-        for name, v in per_kind[kind].items():
-            out[name] = out.get(name, 0) + v
-    return {k: v for k, v in out.items() if v}
+    return _stack_terms(cfg, batch, seq_len, attention, device)[0]
+
+
+def _stack_terms(cfg: ModelConfig, batch: int, seq_len: int, attention: str, device: str):
+    """(forward, backward) FLOPs by term, summed over the layer stack, with the logits."""
+    logits = logits_flops(cfg, batch * seq_len)
+    fwd: dict[str, int] = {"logits": logits}
+    bwd: dict[str, int] = {"logits": BACKWARD_FACTOR * logits}
+    per_kind = {}
+    for token in set(cfg.tokens):
+        terms = sublayer_terms(cfg, token, batch, seq_len, attention, device)
+        per_kind[token] = terms, KINDS[token].backward_flops(cfg, batch, seq_len, attention, device, terms)
+    for token in cfg.tokens:
+        for out, terms in zip((fwd, bwd), per_kind[token], strict=True):
+            for name, v in terms.items():
+                out[name] = out.get(name, 0) + v
+    return {k: v for k, v in fwd.items() if v}, bwd
 
 
 def flops(
@@ -240,8 +152,8 @@ def flops(
     _check_sizes(batch=batch, seq_len=seq_len)
     _check_choice("recompute", recompute, RECOMPUTE)
     _check_choice("attention", attention, ATTENTION)
-    terms = forward_terms(cfg, batch, seq_len, attention, device)
-    fwd = sum(terms.values())
+    terms, backward = _stack_terms(cfg, batch, seq_len, attention, device)
+    fwd, bwd = sum(terms.values()), sum(backward.values())
     if recompute == "none":
         extra = 0
     elif recompute == "selective":
@@ -257,9 +169,9 @@ def flops(
         recompute=recompute,
         attention=attention,
         forward_per_token=fwd / tokens,
-        backward_per_token=BACKWARD_FACTOR * fwd / tokens,
-        train_per_token=(1 + BACKWARD_FACTOR) * fwd / tokens,
-        train_per_token_with_recompute=((1 + BACKWARD_FACTOR) * fwd + extra) / tokens,
+        backward_per_token=bwd / tokens,
+        train_per_token=(fwd + bwd) / tokens,
+        train_per_token_with_recompute=(fwd + bwd + extra) / tokens,
         by_component={k: v / tokens for k, v in terms.items()},
     )
 

@@ -15,34 +15,26 @@ from dataclasses import asdict, dataclass, field
 
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
+from hybridlm.kinds import KINDS
 from hybridlm.plan.flops import RECOMPUTE, _check_choice, _check_sizes
-from hybridlm.plan.params import mamba2_conv_dim, mamba2_in_proj_width, params
+from hybridlm.plan.params import params
 
-SSM_STATE_BYTES = 4  # SSM states are fp32 whatever the model dtype (see Mamba1/Mamba2.allocate_cache)
 FP32 = 4
 OPTIMIZER_BYTES = {"adam": 12, "sgd": 4}  # fp32 master weights (+ m and v for Adam)
 
 
 # ----- inference cache -----
 def cache_bytes_by_kind(cfg: ModelConfig, batch: int, max_len: int, dtype_bytes: int = 2) -> dict[str, int]:
-    """Bytes of the tensors HybridLM.allocate_cache(batch, max_len) creates:
-    kv    K and V (factor 2), n_kv_heads x head_dim each, preallocated to max_len, for each attention
-          layer and each shared-block call (GQA-aware);
+    """Bytes of the tensors HybridLM.allocate_cache(batch, max_len) creates, by cache component, summed
+    over the layers' specs:
+    kv    K and V (factor 2), n_kv_heads x head_dim each, preallocated to max_len (a sliding window:
+          to the window), for each attention layer and each shared-block call (GQA-aware);
     conv  the last (d_conv - 1) inputs of each Mamba conv, model dtype, constant in length;
     ssm   each Mamba layer's state (d_inner x d_state), fp32, constant in length."""
     out = {"kv": 0, "conv": 0, "ssm": 0}
-    for kind in cfg.tokens:
-        if kind == "a":
-            out["kv"] += 2 * batch * cfg.attention_kv_heads * max_len * cfg.attention_head_dim * dtype_bytes
-        elif kind == "g":
-            out["kv"] += 2 * batch * cfg.shared_kv_heads * max_len * cfg.shared_head_dim * dtype_bytes
-        elif kind == "r":
-            di = cfg.mamba1_d_inner
-            out["conv"] += batch * di * (cfg.mamba1.d_conv - 1) * dtype_bytes
-            out["ssm"] += batch * di * cfg.mamba1.d_state * SSM_STATE_BYTES
-        elif kind == "m":
-            out["conv"] += batch * mamba2_conv_dim(cfg) * (cfg.mamba2.d_conv - 1) * dtype_bytes
-            out["ssm"] += batch * cfg.mamba2_d_inner * cfg.mamba2.d_state * SSM_STATE_BYTES
+    for token in cfg.tokens:
+        for name, n in KINDS[token].cache_bytes(cfg, batch, max_len, dtype_bytes).items():
+            out[name] += n
     return out
 
 
@@ -54,55 +46,16 @@ def inference_cache_bytes(cfg: ModelConfig, batch: int, max_len: int, dtype_byte
 def activation_bytes_per_token(
     cfg: ModelConfig, kind: str, seq_len: int, recompute: str = "none", dtype_bytes: int = 2
 ) -> int:
-    """Bytes one sub-layer keeps per token for the backward pass (its pre-norm included).
+    """Bytes one sub-layer of `kind` keeps per token for the backward pass (its pre-norm included).
 
     'none' stores what an unfused implementation saves, including the cores' big intermediates:
-    attention's softmax probabilities (heads x s per token: the quadratic term), the SSD's intra-chunk
+    attention's softmax probabilities (heads x keys per token: the quadratic term), the SSD's intra-chunk
     decay matrix L and C B^T (heads x Q and groups x Q, fp32), Mamba1's per-step states (3 x d_inner
     x d_state, fp32). 'selective' recomputes those cores in the backward pass (as flash attention and
     the mamba_ssm kernels do) and keeps only their inputs and outputs (+ softmax statistics / chunk
-    states). 'full' is handled by `activation_bytes`: only each sub-layer's input is kept."""
-    a, d = dtype_bytes, cfg.d_model
-    core = recompute == "none"
-    if kind == "a":
-        at, hd, kv = cfg.attention, cfg.attention_head_dim, cfg.attention_kv_heads
-        keep = a * (2 * d + (at.n_heads + 2 * kv) * hd + at.n_heads * hd)  # norm in, qkv in, q k v, attn out
-        return keep + (a * at.n_heads * seq_len if core else FP32 * at.n_heads)
-    if kind == "f":
-        f = cfg.mlp_ffn_dim
-        return a * (2 * d + (2 if cfg.mlp.gated else 1) * f + f)  # norm in, up in, up out, act out
-    if kind == "e":
-        m, f = cfg.moe, cfg.moe_ffn_dim
-        per_route = a * (d + (2 if m.gated else 1) * f + f)  # gathered rows, up out, act out
-        return a * 2 * d + FP32 * m.n_experts + m.top_k * per_route
-    if kind == "m":
-        m, di, h = cfg.mamba2, cfg.mamba2_d_inner, cfg.mamba2_n_heads
-        conv = mamba2_conv_dim(cfg)
-        keep = a * (
-            2 * d + mamba2_in_proj_width(cfg) + 2 * conv + 3 * di
-        )  # in, proj out, conv, silu, y/gate/norm
-        keep += FP32 * (h + 2 * di)  # dt, x*dt and y in fp32
-        keep += FP32 * -(-h * m.headdim * m.d_state // m.chunk_size)  # chunk states, one per chunk
-        return keep + (FP32 * m.chunk_size * (h + m.ngroups) if core else 0)
-    if kind == "r":
-        m, di = cfg.mamba1, cfg.mamba1_d_inner
-        keep = a * (2 * d + 2 * di + 2 * di + cfg.mamba1_dt_rank + 2 * m.d_state + 2 * di)
-        keep += FP32 * 2 * di  # dt and y in fp32
-        return keep + (FP32 * 3 * di * m.d_state if core else 0)
-    if kind == "g":
-        s, w, hd, kv, f = (
-            cfg.shared,
-            cfg.shared_input_dim,
-            cfg.shared_head_dim,
-            cfg.shared_kv_heads,
-            cfg.shared_ffn_dim,
-        )
-        rows = (2 if s.gated else 1) * f
-        keep = a * (2 * w + (s.n_heads + 2 * kv) * hd + s.n_heads * hd)  # concat, norm out, q k v, attn out
-        keep += a * (2 * d + rows + f + d)  # mlp norm in/out, up out, act out, proj in
-        keep += a * s.lora_rank * (3 * int(s.lora_qkv) + int(s.lora_mlp))  # LoRA A outputs
-        return keep + (a * s.n_heads * seq_len if core else FP32 * s.n_heads)
-    raise ConfigError(f"unknown layer kind {kind!r}")
+    states). 'full' is handled by `activation_bytes`: only each sub-layer's input is kept. The terms
+    of each kind are in its spec (`hybridlm.kinds`)."""
+    return KINDS[kind].activation_bytes_per_token(cfg, seq_len, recompute, dtype_bytes)
 
 
 def activation_bytes(
@@ -122,9 +75,9 @@ def activation_bytes(
             activation_bytes_per_token(cfg, k, seq_len, "none", a) for k in set(cfg.tokens)
         )
         return out
-    for kind in cfg.tokens:
-        name = {"r": "mamba1", "m": "mamba2", "a": "attention", "f": "mlp", "e": "moe", "g": "shared"}[kind]
-        out[name] = out.get(name, 0) + tokens * activation_bytes_per_token(cfg, kind, seq_len, recompute, a)
+    for token in cfg.tokens:
+        name = KINDS[token].name
+        out[name] = out.get(name, 0) + tokens * activation_bytes_per_token(cfg, token, seq_len, recompute, a)
     return out
 
 
@@ -163,19 +116,11 @@ def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int) -> 
         raise ConfigError(f"zero must be 0, 1, 2 or 3, got {zero}")
     if gpus % (tp * pp):
         raise ConfigError(f"gpus={gpus} must be a multiple of tp x pp = {tp} x {pp} = {tp * pp}")
-    n_sub = sum(t != "g" for t in cfg.tokens)
+    n_sub = sum(not KINDS[t].call for t in cfg.tokens)
     if pp > n_sub:
         raise ConfigError(f"pp={pp} exceeds the number of sub-layers ({n_sub})")
-    splits = {
-        "r": [("mamba1 d_inner", cfg.mamba1_d_inner)],
-        "m": [("mamba2 heads", cfg.mamba2_n_heads)],
-        "a": [("attention heads", cfg.attention.n_heads), ("attention kv heads", cfg.attention_kv_heads)],
-        "g": [("shared heads", cfg.shared.n_heads), ("shared kv heads", cfg.shared_kv_heads)],
-        "f": [("mlp ffn_dim", cfg.mlp_ffn_dim)],
-        "e": [("moe ffn_dim", cfg.moe_ffn_dim)],
-    }
-    for kind in sorted(set(cfg.tokens)):
-        for what, size in splits[kind]:
+    for token in sorted(set(cfg.tokens)):
+        for what, size in KINDS[token].tp_splits(cfg):
             if size % tp:
                 raise ConfigError(f"tp={tp} must divide the {what} ({size})")
     return gpus // (tp * pp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from hybridlm.config import ModelConfig
+from hybridlm.kinds import kinds_in
 
 MULTIPLE = 64
 
@@ -41,7 +42,6 @@ def _check(field: str, value: int, multiple: int, rule: str, up_only: bool = Fal
 
 def sizing_advice(cfg: ModelConfig) -> list[Advice]:
     """One entry per dimension the sizing rules cover; `ok` False: change it to a `suggest`ed value."""
-    used = set(cfg.tokens)
     div = f"divisible by {MULTIPLE}"
     out = [_check("d_model", cfg.d_model, MULTIPLE, div)]
     vocab = _check(
@@ -52,19 +52,6 @@ def sizing_advice(cfg: ModelConfig) -> list[Advice]:
         up_only=True,
     )
     out.append(vocab)
-    if "a" in used:
-        out.append(_check("attention head_dim", cfg.attention_head_dim, MULTIPLE, f"head dim {div}"))
-    if "g" in used:
-        out.append(_check("shared head_dim", cfg.shared_head_dim, MULTIPLE, f"head dim {div}"))
-        out.append(_check("shared.ffn_dim", cfg.shared_ffn_dim, MULTIPLE, div))
-    if "f" in used:
-        out.append(_check("mlp.ffn_dim", cfg.mlp_ffn_dim, MULTIPLE, div))
-    if "e" in used:
-        out.append(_check("moe.ffn_dim", cfg.moe_ffn_dim, MULTIPLE, div))
-    if "m" in used:
-        out.append(_check("mamba2 d_inner", cfg.mamba2_d_inner, MULTIPLE, div))
-        out.append(_check("mamba2.headdim", cfg.mamba2.headdim, MULTIPLE, f"head dim {div}"))
-        out.append(_check("mamba2.d_state", cfg.mamba2.d_state, 16, "divisible by 16 (SSD state GEMMs)"))
-    if "r" in used:
-        out.append(_check("mamba1 d_inner", cfg.mamba1_d_inner, MULTIPLE, div))
+    for spec in kinds_in(cfg.tokens):
+        out += [_check(*rule) for rule in spec.sizing(cfg, MULTIPLE)]
     return out

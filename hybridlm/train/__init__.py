@@ -4,8 +4,8 @@
     run_anneal(from_checkpoint, output_dir, ...) -> summary dict         (`hybridlm anneal`)
     evaluate_loss(model, dataset, seq_len) -> {"loss", "ppl", "tokens"}
 
-One module per concern: config, schedules, blend, data, optim, checkpoint, distributed, evaluate, throughput,
-metrics, plots, anneal, loop (small, delegating), cli.
+One module per concern: config, schedules, blend, data, optim, checkpoint, rundir (what a run may do with its
+output directory), distributed, evaluate, throughput, metrics, plots, anneal, loop (small, delegating), cli.
 """
 
 from hybridlm.train.anneal import AnnealWarning, anneal_config, run_anneal

@@ -3,10 +3,12 @@ sources, with the LR re-warmed to a fraction of the phase-1 maximum and decayed 
 
 Defaults follow the cookbook (see the architecture notes, "Annealing recipe"): 60% replay / 40% annealing
 data, peak LR 0.75 x the phase-1 maximum, linear warmup then cosine decay to 0, annealing-phase tokens about
-10% of the phase-1 tokens. It warns when the annealing sources would be read more than `max_epochs` (2) times,
-or when the annealing phase's tokens exceed `max_token_fraction` (15%) of the phase-1 tokens. The blend counts
-from the start of the phase (`train.phase = 1` seeds its own data order), and every field of the produced run
-config can be overridden like any run (`--train.batch_size 32`).
+10% of the phase-1 tokens. The default annealing data (synth://hq) is used only when phase 1 trained on the
+synthetic corpus (its tokenizer); otherwise `--data` is required, and every source must share phase 1's tokenizer.
+It warns when the annealing sources would be read more than `max_epochs` (2) times, or when the annealing phase's
+tokens exceed `max_token_fraction` (15%) of the phase-1 tokens. The blend counts from the start of the phase
+(`train.phase = 1` seeds its own data order), and every field of the produced run config can be overridden like
+any run (`--train.batch_size 32`).
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ def anneal_config(
     if not 0 <= replay_fraction < 1:
         raise ConfigError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
     p1 = RunConfig.from_dict(meta["config"])
-    sources = [
-        s if isinstance(s, dict) else {"path": str(s), "weight": 1.0} for s in (data or ["synth://hq"])
-    ]
+    if not data:
+        if not all(s.path.startswith("synth://") for s in p1.data.sources):
+            raise ConfigError(
+                "anneal: give --data (high-quality shards packed with the phase-1 tokenizer); the default, "
+                f"synth://hq, has the synthetic corpus's tokenizer, and phase 1 trained on "
+                f"{', '.join(s.path for s in p1.data.sources)}"
+            )
+        data = ["synth://hq"]
+    sources = [s if isinstance(s, dict) else {"path": str(s), "weight": 1.0} for s in data]
     new_total = sum(float(s.get("weight", 1.0)) for s in sources)
     p1_weights = p1.data.curriculum[-1].weights if p1.data.curriculum else [s.weight for s in p1.data.sources]
     p1_total = sum(p1_weights)
@@ -140,9 +148,11 @@ def run_anneal(
     overrides: dict[str, Any] | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
 ) -> dict:
     """Run phase 2 (see `anneal_config`); returns `run_training`'s summary plus `plan` (tokens, epochs,
-    warnings)."""
+    warnings). `resume`, `overwrite` and `allow_changes` act on `output_dir` as for `run_training`."""
     from hybridlm.train.loop import run_training
 
     if resume and (Path(output_dir) / "config.yaml").is_file() and data is None and not overrides:
@@ -152,6 +162,8 @@ def run_anneal(
         run, plan = anneal_config(
             from_checkpoint, data, replay_fraction, lr_fraction, steps, warmup_steps, decay_shape, overrides
         )
-    result = run_training(run, output_dir, resume=resume, progress=progress)
+    result = run_training(
+        run, output_dir, resume=resume, progress=progress, overwrite=overwrite, allow_changes=allow_changes
+    )
     result["plan"] = plan
     return result

@@ -1,7 +1,8 @@
-"""Training checkpoints: atomic, complete, pruned to the last K.
+"""Training checkpoints: atomic, complete, verified, pruned to the last K.
 
     OUTPUT/checkpoints/step_00000100/
-        meta.json     step, tokens, phase, run config, world size, format, bad-step streak
+        meta.json     step, tokens, phase, run config, world size, format, bad-step streak, and `files`: the size
+                      and xxh3-128 digest of every other file; `checksum` covers meta.json's own content
         rng.pt        torch (CPU and CUDA), numpy and python RNG states
         model.pt      plain state dict of the unwrapped model   | format "torch" (none, ddp, zero1)
         optim.pt      optimizer state (ZeRO-1: consolidated)     |
@@ -9,8 +10,11 @@
 
 A checkpoint is written into `checkpoints/.tmp-step_N` and renamed into place with `os.replace` only when
 every file is on disk, so a kill during a save leaves the previous checkpoints intact (and `.tmp-*` debris,
-removed by the next save). The data position is the step itself (see `hybridlm.train.data`). A DCP checkpoint
-written by N ranks loads in any number of processes, including one without a process group.
+removed by the next save). Before a checkpoint is used (`--resume`, `anneal --from`, `train.init_from`) every file is
+checked against meta.json (`verify_checkpoint`): a truncated, empty, missing or flipped file, or a damaged
+meta.json, makes it invalid, and resuming falls back to the newest valid checkpoint with a line saying which and
+why (`newest_valid`). The data position is the step itself (see `hybridlm.train.data`). A DCP checkpoint written
+by N ranks loads in any number of processes, including one without a process group.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,37 @@ from hybridlm.train.distributed import DistContext, barrier, unwrap
 from hybridlm.train.faults import maybe_fault
 
 PREFIX = "step_"
+DIGEST = "xxh3_128"
+
+
+def notice(message: str) -> None:
+    """One line on stderr about a decision the run made on the user's behalf."""
+    print(f"[hybridlm] {message}", file=sys.stderr, flush=True)
+
+
+def file_digest(path: Path) -> str:
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _meta_checksum(meta: dict) -> str:
+    import xxhash
+
+    body = json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True)
+    return xxhash.xxh3_128(body.encode("utf-8")).hexdigest()
+
+
+def _manifest(directory: Path) -> dict:
+    """Size and digest of every file of a checkpoint directory except meta.json (DCP shards included)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "meta.json")
+    return {
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, DIGEST: file_digest(p)} for p in files
+    }
 
 
 def _fsync_dir(path: Path) -> None:
@@ -108,26 +144,40 @@ def save_checkpoint(
     barrier(ctx)
     if ctx.is_main:
         _save_file(rng_state(), tmp / "rng.pt")
-        meta = {**meta, "step": step, "format": fmt, "world": ctx.world, "mode": ctx.mode}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta = {**meta, "step": step, "format": fmt, "world": ctx.world, "mode": ctx.mode, "files": _manifest(tmp)}
+        meta["checksum"] = _meta_checksum(meta)
+        with open(tmp / "meta.json", "w") as fh:
+            fh.write(json.dumps(meta, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
-        for old in list_checkpoints(ckpt_dir)[:-keep_last]:
+        # keep the last K up to this step; never the one just written, never a later step (not this run's)
+        older = [p for p in list_checkpoints(ckpt_dir) if step_of(p) <= step]
+        for old in older[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     barrier(ctx)
     return final
 
 
+def step_of(path: Path) -> int:
+    return int(Path(path).name[len(PREFIX) :])
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints (renamed into place, with a meta.json), oldest first; not yet verified."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
-    found = [p for p in ckpt_dir.glob(f"{PREFIX}*") if (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+    found = [
+        p
+        for p in ckpt_dir.glob(f"{PREFIX}*")
+        if p.name[len(PREFIX) :].isdigit() and (p / "meta.json").is_file()
+    ]
+    return sorted(found, key=step_of)
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -135,22 +185,90 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a checkpoint, a `checkpoints/` folder or a run's output directory."""
+def verify_checkpoint(path: Path) -> str | None:
+    """None if the checkpoint is complete and intact, else why not (one phrase naming the file). Checkpoints
+    written before checksums existed (no `files` in meta.json) are checked for their files only."""
     path = Path(path)
-    if (path / "meta.json").is_file():
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        return "meta.json is missing"
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"meta.json is not valid JSON ({str(err).splitlines()[0][:80]})"
+    if not isinstance(meta, dict) or not {"step", "format", "config"} <= set(meta):
+        return "meta.json lacks step/format/config"
+    if "checksum" in meta and meta["checksum"] != _meta_checksum(meta):
+        return "meta.json does not match its checksum (damaged)"
+    if "files" not in meta:  # older checkpoints: presence only
+        needed = ["model.pt", "optim.pt", "rng.pt"] if meta["format"] == "torch" else ["rng.pt", "dcp"]
+        missing = [n for n in needed if not (path / n).exists()]
+        return f"{missing[0]} is missing" if missing else None
+    for name, want in meta["files"].items():
+        p = path / name
+        if not p.is_file():
+            return f"{name} is missing"
+        size = p.stat().st_size
+        if size != want["bytes"]:
+            return f"{name} has {size:,} bytes, {want['bytes']:,} were written (truncated or replaced)"
+        if file_digest(p) != want[DIGEST]:
+            return f"{name} does not match its checksum (damaged)"
+    return None
+
+
+def newest_valid(ckpt_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the newer ones skipped with their reasons. Step directories without
+    a meta.json count as skipped too (a damaged or hand-edited directory, not an interrupted save: those are
+    `.tmp-*`)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None, []
+    dirs = [p for p in ckpt_dir.glob(f"{PREFIX}*") if p.is_dir() and p.name[len(PREFIX) :].isdigit()]
+    skipped = []
+    for p in sorted(dirs, key=step_of, reverse=True):
+        why = verify_checkpoint(p)
+        if why is None:
+            return p, skipped
+        skipped.append((p, why))
+    return None, skipped
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A verified checkpoint directory from a checkpoint, a `checkpoints/` folder or a run's output directory (its
+    newest valid checkpoint; skipped ones are named in a line on stderr)."""
+    path = Path(path)
+    if (path / "meta.json").is_file() or path.name.startswith(PREFIX):
+        why = verify_checkpoint(path)
+        if why is not None:
+            raise CheckpointError(f"checkpoint {path} is not usable: {why}")
         return path
     for where in (path / "checkpoints", path):
-        latest = latest_checkpoint(where)
-        if latest is not None:
-            return latest
+        found, skipped = newest_valid(where)
+        if found is not None or skipped:
+            if found is None:
+                raise CheckpointError(
+                    f"no valid checkpoint in {where}: "
+                    + "; ".join(f"{p.name}: {why}" for p, why in skipped)
+                )
+            for p, why in skipped:
+                notice(f"checkpoint {p.name} is not usable ({why}); using {found.name}")
+            return found
     raise CheckpointError(
         f"no checkpoint found at {path} (expected a step_* directory or a run output directory)"
     )
 
 
 def read_meta(path: Path) -> dict:
-    return json.loads((Path(path) / "meta.json").read_text())
+    try:
+        return json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read meta.json ({str(err).splitlines()[0][:100]})") from None
+
+
+def _load(path: Path, weights_only: bool = True):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # truncated / damaged file: one line naming it
+        raise CheckpointError(f"cannot load {path}: {type(err).__name__}: {str(err).splitlines()[0][:120]}") from None
 
 
 def load_checkpoint(
@@ -188,20 +306,22 @@ def load_checkpoint(
         if hasattr(target, "_fsdp_state") or _is_fsdp(target):
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            sd = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+            sd = _load(path / "model.pt")
             set_model_state_dict(target, sd, options=StateDictOptions(full_state_dict=True))
             if optimizer is not None:
                 raise CheckpointError(
                     f"{path}: a {meta['mode']} checkpoint resumes in mode none/ddp/zero1, not fsdp2"
                 )
         else:
-            target.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+            try:
+                target.load_state_dict(_load(path / "model.pt"))
+            except RuntimeError as err:  # another model's weights
+                first = str(err).splitlines()[1:2] or [str(err)]
+                raise CheckpointError(f"{path}: the weights do not fit this model ({first[0].strip()[:160]})") from None
             if optimizer is not None:
-                optimizer.load_state_dict(
-                    torch.load(path / "optim.pt", map_location="cpu", weights_only=False)
-                )
+                optimizer.load_state_dict(_load(path / "optim.pt", weights_only=False))
     if restore_rng and optimizer is not None:
-        set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        set_rng_state(_load(path / "rng.pt", weights_only=False))
     return meta
 
 

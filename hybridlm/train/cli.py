@@ -12,6 +12,12 @@ from hybridlm.errors import ConfigError
 
 console = Console(stderr=True)
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="OUTPUT holds another run: delete its checkpoints, metrics and exports first."
+)
+ALLOW_CHANGES = typer.Option(
+    False, "--allow-changes", help="--resume with data/optimizer/schedule/batch settings that differ from the run's."
+)
 
 
 def example_config() -> str:
@@ -40,7 +46,9 @@ def train(
     output: Path = typer.Option(
         None, "--output", "-o", help="Output directory (metrics, checkpoints, plots, model)."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUTPUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW_CHANGES,
     example: bool = typer.Option(
         False, "--example-config", help="Print a complete, commented config and exit."
     ),
@@ -62,7 +70,7 @@ def train(
             raise ConfigError("give a CONFIG.yaml (or --resume in an OUTPUT that has config.yaml)")
         config = saved
     cfg = RunConfig.from_yaml(config, overrides)
-    result = run_training(cfg, output, resume=resume)
+    result = run_training(cfg, output, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
     if result.get("rank", 0) != 0:
         return
     if as_json:
@@ -81,14 +89,16 @@ def anneal(
         None,
         "--data",
         help="Annealing source (packed shards or synth://hq); "
-        "repeat for several; PATH:WEIGHT to weight them. Default synth://hq.",
+        "repeat for several; PATH:WEIGHT to weight them. Default synth://hq (only for a phase 1 on synth:// data).",
     ),
     replay_fraction: float = typer.Option(0.6, help="Share of samples replayed from the phase-1 sources."),
     lr_fraction: float = typer.Option(0.75, help="Peak LR as a fraction of the phase-1 maximum LR."),
     steps: int = typer.Option(None, help="Optimizer steps (default: 10% of the phase-1 steps)."),
     warmup_steps: int = typer.Option(None, help="Linear warmup steps (default: 10% of the steps)."),
     decay: str = typer.Option("cosine", help="Decay to 0: linear | cosine | 1-sqrt | exponential."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUTPUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW_CHANGES,
     as_json: bool = typer.Option(False, "--json", help="Print the result summary as JSON on stdout."),
 ) -> None:
     """Anneal (phase 2) from a phase-1 checkpoint: replay + high-quality data, LR re-warmed, decayed to 0."""
@@ -116,6 +126,8 @@ def anneal(
         decay,
         parse_cli_overrides(ctx.args),
         resume=resume,
+        overwrite=overwrite,
+        allow_changes=allow_changes,
     )
     for w in result["plan"].get("warnings", []):
         console.print(f"[yellow]warning[/]: {w}")

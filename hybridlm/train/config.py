@@ -52,9 +52,12 @@ class CurriculumPoint(_Sub):
 class DataConfig(_Sub):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="synth://web")])
     seq_len: int = 128
-    eval_path: str | None = "synth://eval"
+    eval_path: str | None = "auto"  # auto: synth://eval when training on synth://, else none (same tokenizer only)
     eval_batches: int = 8  # batches (of batch_size / grad_accum windows) per evaluation; 0: the whole set
     curriculum: list[CurriculumPoint] = Field(default_factory=list)
+    # packed documents stay apart: attention, SSM state and conv restart after each EOS, and no token is
+    # trained to predict the next document's first (shards with an EOS id; otherwise nothing to do)
+    document_mask: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -180,7 +183,12 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        self.model_config_obj()  # validate the model section now, with the field named
+        mcfg = self.model_config_obj()  # validate the model section now, with the field named
+        if self.data.seq_len > mcfg.max_seq_len:
+            raise ValueError(
+                f"data.seq_len {self.data.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len}; lower "
+                "data.seq_len or raise model.max_seq_len"
+            )
         return self
 
     def model_config_obj(self) -> ModelConfig:

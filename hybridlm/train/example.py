@@ -12,9 +12,10 @@ data:
   sources:                  # packed token-shard directories (hybridlm data pack) blended by weight
     - {path: synth://web, weight: 1.0}
   seq_len: 128              # tokens per sample (windows of seq_len + 1 cut from the token stream)
-  eval_path: synth://eval   # held-out shards for evaluation (null: none)
+  eval_path: auto           # held-out shards, same tokenizer (auto: synth://eval for synth:// data, else none)
   eval_batches: 8           # batches per evaluation (0: the whole eval set)
   curriculum: []            # optional: [{step: 0, weights: [..]}, {step: 100, weights: [..]}], interpolated
+  document_mask: true       # packed documents stay apart: no attention, state or prediction across an EOS
 
 optim:                      # AdamW
   betas: [0.9, 0.95]

@@ -1,6 +1,7 @@
 """Fault injection for tests. `HYBRIDLM_FAULT=point[@step][:action]` makes the run die (action `kill`, the
 default: exit code 9 with no cleanup) or hang (`hang`) when it reaches `point` (`save`: in the middle of
 writing a checkpoint, after the model file), optionally only at checkpoint/step `step`.
+(`HYBRIDLM_FAULT=shard:hang` makes a data-stage worker hang in its shard: see `hybridlm.data.engine`.)
 `HYBRIDLM_FAULT_NAN=3,4` makes the loss of those steps (1-based) non-finite. Unset in normal use: each check
 is one environment look-up."""
 

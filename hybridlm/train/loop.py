@@ -15,8 +15,9 @@ import torch
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
 from hybridlm.train import checkpoint as ckpt
+from hybridlm.train import rundir
 from hybridlm.train.config import RunConfig
-from hybridlm.train.data import BatchStream, open_dataset
+from hybridlm.train.data import BatchStream, document_ids, eval_dataset, target_count
 from hybridlm.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -49,11 +50,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_training(
-    run_config: RunConfig | dict, output_dir: str | Path, resume: bool = False, progress: bool | None = None
+    run_config: RunConfig | dict,
+    output_dir: str | Path,
+    resume: bool = False,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
 ) -> dict:
-    """Train (or, with `resume`, continue from the latest checkpoint in `output_dir`); returns a summary dict
-    with
-    `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths."""
+    """Train (or, with `resume`, continue from the newest valid checkpoint in `output_dir`); returns a summary dict
+    with `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths.
+    What a run may do with a directory that already holds one (`overwrite`, `allow_changes`) is in
+    `hybridlm.train.rundir`."""
     cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
     device = pick_device(cfg.train.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -66,9 +73,10 @@ def run_training(
     owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
-        return _train(
-            cfg, Path(output_dir), resume, device, ctx, cfg.train.progress if progress is None else progress
-        )
+        with rundir.open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx) as start:
+            return _train(
+                cfg, Path(output_dir), start, device, ctx, cfg.train.progress if progress is None else progress
+            )
     finally:
         if owned:
             shutdown(ctx)
@@ -84,7 +92,7 @@ def _load_init_weights(model: HybridLM, source: str) -> None:
 
 
 def _train(
-    cfg: RunConfig, out: Path, resume: bool, device: torch.device, ctx: DistContext, show: bool
+    cfg: RunConfig, out: Path, run: rundir.RunStart, device: torch.device, ctx: DistContext, show: bool
 ) -> dict:
     t = cfg.train
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +106,7 @@ def _train(
     model.gradient_checkpointing = t.activation_checkpointing
     model.train()
 
-    resume_from = ckpt.latest_checkpoint(out / "checkpoints") if resume else None
+    resume_from = run.checkpoint
     if resume_from is None and t.init_from:
         _load_init_weights(model, t.init_from)
     wrapped = wrap_model(model, ctx, device)
@@ -109,14 +117,14 @@ def _train(
         start, tokens, bad = meta["step"], meta["tokens"], meta.get("bad_streak", 0)
 
     stream = BatchStream(cfg.data, t, ctx.world, ctx.rank, vocab_size=mcfg.vocab_size)
-    eval_ds = open_dataset(cfg.data.eval_path) if cfg.data.eval_path else None
+    eval_ds = eval_dataset(cfg.data, stream, announce=ctx.is_main)
     autocast = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
     n_global = t.batch_size * cfg.data.seq_len  # target tokens per optimizer step (every label is valid)
     logger = MetricsLogger(out, start, enabled=ctx.is_main)
     bar = ProgressBar(t.steps, start, enabled=show and ctx.is_main)
     fpt = train_flops_per_token(mcfg, cfg.data.seq_len, device.type)
     meter = Throughput(fpt, peak_flops(device, t.peak_flops) if fpt is not None else None)
-    last_loss, last_eval, skipped_total = float("nan"), None, 0
+    last_loss, last_eval, skipped_total = rundir.last_loss(out, start) if start else float("nan"), None, 0
 
     def evaluate() -> dict:
         return evaluate_loss(
@@ -127,6 +135,7 @@ def _train(
             cfg.data.eval_batches,
             device,
             autocast,
+            cfg.data.document_mask,
         )
 
     try:
@@ -134,21 +143,25 @@ def _train(
             lr = lr_at(step, cfg.schedule, t.steps)
             set_lr(optimizer, lr)
             micro = stream.micro_batches(step)
+            counts = [target_count(ids, stream.eos_id) for ids in micro]
+            n_targets = all_reduce_sum([float(sum(counts))], ctx)[0] if stream.eos_id is not None else n_global
             loss_sum = 0.0
-            for m, ids in enumerate(micro):
+            for m, (ids, n_m) in enumerate(zip(micro, counts, strict=True)):
                 ids = ids.to(device, non_blocking=True)
-                n_m = ids[:, 1:].numel()
+                seq_idx = document_ids(ids, stream.eos_id) if stream.eos_id is not None else None
                 with (
                     no_sync(wrapped, m < len(micro) - 1),
                     torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
                 ):
-                    loss = wrapped(ids, labels=ids).loss
+                    result = wrapped(ids, labels=ids, seq_idx=seq_idx)
+                    # a micro-batch with nothing to predict (EOS only) still joins the gradient all-reduce
+                    loss = result.loss if n_m else result.logits.float().sum() * 0.0
                     if nan_step(step + 1):
                         loss = loss * float("nan")
                     # token-weighted: the sum over micro-steps and ranks is the mean over the global batch
-                    (loss * (n_m * ctx.world / n_global)).backward()
+                    (loss * (n_m * ctx.world / n_targets)).backward()
                 loss_sum += float(loss.detach()) * n_m
-            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_global
+            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_targets
             norm = grad_norm_(wrapped, t.grad_clip)
             ok = math.isfinite(loss_value) and math.isfinite(norm)
             if ok:
