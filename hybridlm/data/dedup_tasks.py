@@ -15,10 +15,11 @@ executors run the same tasks (`run_task(work, stage, i)`) and produce the same b
 4. `write` (one task per shard): kept and removed records (a split file's parts are joined by the report task).
 5. `report` (one task): `report.json` and `cluster_sizes.png`.
 
-Memory: every task holds its buffers within `memory` bytes (sorted runs, merge chunks, pair buffers, a bounded
-cache of hash sets), except for what scales with the *duplicates*: the components of the verified edges (about
-40 bytes per document that has a duplicate) and one LSH bucket at a time (16 bytes per member). A finished task
-leaves `done/STAGE/INDEX.json` (its result) and is skipped when the run is resumed.
+Memory: every task holds fixed-size buffers (sorted runs, merge chunks, pair buffers, a cache of hash sets; see
+SPILL_DOCS and below), shrunk to fit `memory` bytes when that is smaller, so its peak does not grow with the
+input; only what scales with the *duplicates* is held whole: the components of the verified edges (about 40 bytes
+per document that has a duplicate) and one LSH bucket at a time (16 bytes per member). A finished task leaves
+`done/STAGE/INDEX.json` (its result) and is skipped when the run is resumed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from hybridlm.data.runs import merge_runs, run_counts, run_sections, sort_record
 
 STAGES = ("signatures", "buckets", "components", "write", "report")
 BATCH = 1024  # documents hashed together
+# Buffer sizes: sorting and merging cost the same per record whatever the chunk, so chunks stay this size and
+# `memory` is the cap they shrink to when it is smaller; a task's peak memory then does not grow with its input.
+SPILL_DOCS = 1 << 16  # documents per sorted run of band records
+MERGE_RECORDS = 1 << 18  # records held while merging one band's runs
+PAIR_LIMIT = 1 << 20  # candidate pairs held before they are spilled as a sorted run
+HASH_CACHE_BYTES = 16 << 20  # shingle-hash sets cached for verification
 MAX_DOCUMENTS = 2**32  # a candidate pair is packed into one uint64
 
 
@@ -223,9 +230,9 @@ def _signatures(plan: DedupPlan, index: int) -> dict:
             p.unlink()
     d.mkdir(parents=True, exist_ok=True)
     rejects = RejectLog(Path(plan.output_dir) / "rejects" / f"{f.key}{_part_name(plan, index)}.jsonl")
-    # band records are buffered until they take about half the budget: per document 8 bytes per band, twice while
-    # being concatenated, plus about 48 bytes of sorting temporaries for the band being sorted
-    spill_docs = max(64, plan.memory // (2 * (16 * bands + 48)))
+    # band records are buffered up to SPILL_DOCS documents, or fewer if that would take more than half the budget
+    # (per document 8 bytes per band, twice while being concatenated, plus about 48 bytes of sorting temporaries)
+    spill_docs = max(64, min(SPILL_DOCS, plan.memory // (2 * (16 * bands + 48))))
     buf_keys: list[np.ndarray] = []
     buf_docs: list[np.ndarray] = []
     state = {"buffered": 0, "runs": 0, "n": 0, "too_short": 0, "hashes": 0}
@@ -357,8 +364,8 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
         for fi in range(len(plan.shards))
         for p in sorted(_shard_dir(plan, fi).glob("buckets-*.bin"))
     ]
-    merge_records = max(256, plan.memory // (4 * 16))
-    pair_limit = max(256, plan.memory // (4 * 8 * 3))
+    merge_records = max(256, min(MERGE_RECORDS, plan.memory // (4 * 16)))
+    pair_limit = max(256, min(PAIR_LIMIT, plan.memory // (4 * 8 * 3)))
     pending: list[np.ndarray] = []
     held = 0
     spilled = 0
@@ -387,7 +394,7 @@ def _buckets(plan: DedupPlan, index: int) -> dict:
         )
     else:
         chunks = iter([final])
-    hash_sets = _HashSets(plan, idx, plan.memory // 4) if cfg.verify else None
+    hash_sets = _HashSets(plan, idx, min(HASH_CACHE_BYTES, plan.memory // 4)) if cfg.verify else None
     edges: list[np.ndarray] = []
     n_candidates = 0
     try:
