@@ -113,9 +113,7 @@ def test_run_dedup_two_sources_counts_rank_and_cross_only(corpus, tmp_path):
     # source "b" holds copies of 30 web documents; "a" is the web set
     b = tmp_path / "b.jsonl"
     b.write_text("".join(json.dumps({"text": r["text"], "copy_of": r["id"]}) + "\n" for r in recs[:30]))
-    rep = run_dedup(
-        [d / "web.jsonl", b], tmp_path / "o1", config=DedupConfig(verify=True), rank=["b"], workers=1
-    )
+    rep = run_dedup([d / "web.jsonl", b], tmp_path / "o1", config=DedupConfig(verify=True), rank=["b"], workers=1)
     assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"] == len(recs) + 30
     assert rep["per_source"]["b"]["removed"] == 0  # the best-ranked source keeps its copies
     removed = [json.loads(x) for x in open(tmp_path / "o1" / "removed" / "web" / "web.jsonl")]
@@ -136,16 +134,12 @@ def test_run_dedup_two_sources_counts_rank_and_cross_only(corpus, tmp_path):
         workers=1,
     )
     copied = {r["id"] for r in recs[:30]}
-    allowed = copied | {
-        p[k] for p in pairs for k in "ab" if p["jaccard"] >= 0.8 and ({p["a"], p["b"]} & copied)
-    }
+    allowed = copied | {p[k] for p in pairs for k in "ab" if p["jaccard"] >= 0.8 and ({p["a"], p["b"]} & copied)}
     gone = {json.loads(x)["id"] for x in open(tmp_path / "o2" / "removed" / "web" / "web.jsonl")}
     assert copied <= gone <= allowed and rep2["per_source"]["b"]["removed"] == 0
     assert rep2["removed_documents"] == len(gone) < rep["removed_documents"]
     # output is identical with 2 worker processes (the multi-process path)
-    rep3 = run_dedup(
-        [d / "web.jsonl", b], tmp_path / "o3", config=DedupConfig(verify=True), rank=["b"], workers=2
-    )
+    rep3 = run_dedup([d / "web.jsonl", b], tmp_path / "o3", config=DedupConfig(verify=True), rank=["b"], workers=2)
     assert _read(tmp_path / "o1" / "kept") == _read(tmp_path / "o3" / "kept")
     assert _read(tmp_path / "o1" / "removed") == _read(tmp_path / "o3" / "removed")
     assert rep3["removed_documents"] == rep["removed_documents"]
@@ -319,3 +313,40 @@ def test_split_files_give_the_same_output(two_sources, tmp_path, monkeypatch):
     strip = lambda r: {k: v for k, v in r.items() if k != "execution"}  # noqa: E731
     assert strip(split) == strip(one)
     assert split["rejected_records"] == 1 and split["reject_examples"][0]["line"] == 301
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_split_compressed_file_and_kept_lines_byte_for_byte(two_sources, tmp_path, monkeypatch, suffix):
+    """A compressed input split over several shards: its kept/removed output is one valid stream of the same
+    compression holding the unsplit run's records; kept records are the input lines, byte for byte."""
+    import gzip
+
+    import zstandard
+
+    import hybridlm.data.dedup as dedup_mod
+
+    web, _ = two_sources
+    data = web.read_bytes()
+    src = tmp_path / f"web{suffix}"
+    src.write_bytes(gzip.compress(data) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(data))
+    unpack = (
+        gzip.decompress
+        if suffix.endswith("gz")
+        else lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b)
+    )
+    cfg = DedupConfig(verify=True)
+    run_dedup([src], tmp_path / "one", config=cfg, workers=1)
+    monkeypatch.setattr(dedup_mod, "MIN_SPLIT_LINES", 100)
+    run_dedup([src], tmp_path / "split", config=cfg, workers=3)
+    assert len(json.loads((tmp_path / "split" / ".work" / "plan.json").read_text())["shards"]) == 3
+    for sub in ("kept", "removed"):
+        one = unpack((tmp_path / "one" / sub / "web" / src.name).read_bytes())
+        split = (tmp_path / "split" / sub / "web" / src.name).read_bytes()
+        if suffix.endswith("gz"):
+            split = gzip.decompress(split)  # three gzip members
+        else:
+            with zstandard.ZstdDecompressor().stream_reader(split, read_across_frames=True) as r:
+                split = r.read()  # three zstd frames
+        assert split == one and one
+    kept = unpack((tmp_path / "split" / "kept" / "web" / src.name).read_bytes()).splitlines(keepends=True)
+    assert set(kept) <= set(data.splitlines(keepends=True))  # verbatim input lines

@@ -44,7 +44,15 @@ from hybridlm.data.clusters import (
 )
 from hybridlm.data.engine import peak_rss_mb
 from hybridlm.data.errors import DataError
-from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, iter_records
+from hybridlm.data.io import (  # _open_binary: the reader's own opener (plain, gzip, zstd)
+    JSONL_SUFFIXES,
+    InputFile,
+    JsonlWriter,
+    RejectLog,
+    _open_binary,
+    default_max_doc_bytes,
+    iter_records,
+)
 from hybridlm.data.minhash import band_keys
 from hybridlm.data.runs import merge_runs, run_counts, run_sections, sort_records, write_run
 
@@ -498,16 +506,14 @@ def _components(plan: DedupPlan, index: int) -> dict:
 
 def _write(plan: DedupPlan, index: int) -> dict:
     f = plan.shard_file(index)
-    line_range = plan.shards[index]["lines"]
     out = Path(plan.output_dir)
     if plan.split(plan.shards[index]["file"]):  # written in parts, joined by the report task
-        kept_path, removed_path = (plan.work / "parts" / f"{index:05d}" / n for n in ("kept.jsonl", "removed.jsonl"))
+        kept_path, removed_path = (plan.work / "parts" / f"{index:05d}" / _part_file(f, k) for k in ("kept", "removed"))
     else:
         kept_path, removed_path = out / "kept" / f.out_relpath, out / "removed" / f.out_relpath
     d = np.load(plan.work / "decisions" / f"{index:05d}.npz")
     fs = plan.inputs
     removed_local, cluster, kept_file, kept_line = d["local"], d["cluster"], d["kept_file"], d["kept_line"]
-    nxt = 0  # next entry of removed_local (ascending) to meet
     start = int(_shard_starts(plan)[index])
     wanted = {
         e["doc"] - start
@@ -516,21 +522,13 @@ def _write(plan: DedupPlan, index: int) -> dict:
         if 0 <= e["doc"] - start
     }
     examples: dict[str, str] = {}
-    lines_fh = open(_shard_dir(plan, index) / "lines.bin", "rb")
-    expected = np.empty(0, np.int64)
-    first = 0  # local index of expected[0]
+    documents = stage_results(plan, "signatures")[index]["documents"]
+    nxt = 0  # next entry of removed_local (ascending) to meet
     total = 0
-    changed = DataError(f"{f.path} changed since its signatures were computed; rerun with a fresh output directory")
-    with (
-        lines_fh,
-        JsonlWriter(kept_path) as kept_w,
-        JsonlWriter(removed_path) as rem_w,
-    ):
-        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog(), plan.max_doc_bytes, line_range)):
-            if k - first >= len(expected):  # the next chunk of recorded line numbers
-                first, expected = k, np.fromfile(lines_fh, "<i8", count=65536)
-            if k - first >= len(expected) or expected[k - first] != line:
-                raise changed
+    with JsonlWriter(kept_path) as kept_w, JsonlWriter(removed_path) as rem_w:
+        for k, raw, rec in _shard_records(plan, index):
+            if k in wanted or (nxt < len(removed_local) and removed_local[nxt] == k):
+                rec = rec if rec is not None else json.loads(raw)
             if k in wanted:
                 examples[str(start + k)] = rec[plan.text_key][:400]
             if nxt < len(removed_local) and removed_local[nxt] == k:
@@ -539,11 +537,13 @@ def _write(plan: DedupPlan, index: int) -> dict:
                 rec["dedup_kept_id"] = f"{fs[kf].source}/{fs[kf].relpath}:{int(kept_line[nxt])}"
                 rem_w.write(rec)
                 nxt += 1
+            elif raw is not None:
+                kept_w.write_raw(raw)  # a JSONL record stays byte for byte as it was
             else:
                 kept_w.write(rec)
             total = k + 1
-    if total != stage_results(plan, "signatures")[index]["documents"]:
-        raise changed
+    if total != documents:
+        raise _changed(f)
     return {
         "file": str(f.path),
         "input": total,
@@ -551,6 +551,62 @@ def _write(plan: DedupPlan, index: int) -> dict:
         "removed": len(removed_local),
         "examples": examples,
     }
+
+
+def _changed(f: InputFile) -> DataError:
+    return DataError(f"{f.path} changed since its signatures were computed; rerun the command to start over")
+
+
+def _shard_records(plan: DedupPlan, index: int):
+    """`(k, raw line or None, record or None)` for the k-th good record of a shard, the records the signature task
+    read (their line numbers are in `lines.bin`). A JSONL input is read line by line without decoding: the
+    signature task validated exactly these lines. Other formats are read again with `iter_records`."""
+    f = plan.shard_file(index)
+    sig = stage_results(plan, "signatures")[index]
+    st = f.path.stat()
+    if (st.st_size, st.st_mtime_ns) != (sig["size"], sig["mtime_ns"]):
+        raise _changed(f)
+    expected = _read_lines(_shard_dir(plan, index) / "lines.bin")
+    if not f.path.name.endswith(JSONL_SUFFIXES):
+        for k, (line, rec) in enumerate(iter_records(f, plan.text_key, RejectLog(), plan.max_doc_bytes)):
+            if next(expected, None) != line:
+                raise _changed(f)
+            yield k, None, rec
+        return
+    limit = default_max_doc_bytes() if plan.max_doc_bytes is None else plan.max_doc_bytes
+    want = next(expected, None)
+    i = k = 0
+    with _open_binary(f.path) as fh:
+        while want is not None:
+            raw = fh.readline(limit + 1) if limit else fh.readline()
+            if not raw:
+                raise _changed(f)
+            i += 1
+            if limit and len(raw) > limit and not (len(raw) == limit + 1 and raw.endswith(b"\n")):
+                while not raw.endswith(b"\n"):  # an over-long line (rejected before): skip it unread
+                    raw = fh.readline(1 << 20)
+                    if not raw:
+                        break
+                if i == want:
+                    raise _changed(f)
+                continue
+            if i < want:
+                continue
+            yield k, raw, None
+            k += 1
+            want = next(expected, None)
+
+
+def _read_lines(path: Path):
+    with open(path, "rb") as fh:
+        while len(chunk := np.fromfile(fh, "<i8", count=65536)):
+            yield from chunk.tolist()
+
+
+def _part_file(f: InputFile, kind: str) -> str:
+    """A part of a split file's output, compressed like the final output (gzip members and zstd frames concatenate
+    into one valid stream)."""
+    return kind + ".jsonl" + next((s for s in (".gz", ".zst") if f.out_relpath.endswith(s)), "")
 
 
 # --- 5. report ------------------------------------------------------------------------------------------------------
@@ -652,7 +708,7 @@ def _join_parts(plan: DedupPlan) -> None:
             tmp = dest.with_name(dest.name + ".tmp")
             with open(tmp, "wb") as fo:
                 for i in parts:
-                    with open(plan.work / "parts" / f"{i:05d}" / f"{kind}.jsonl", "rb") as fi_:
+                    with open(plan.work / "parts" / f"{i:05d}" / _part_file(f, kind), "rb") as fi_:
                         shutil.copyfileobj(fi_, fo, 16 << 20)
             os.replace(tmp, dest)
 

@@ -522,6 +522,11 @@ class JsonlWriter:
         self._fh.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
         self.count += 1
 
+    def write_raw(self, line: bytes) -> None:
+        """Write one record that is already a JSON line (read from a JSONL input and validated) as it is."""
+        self._fh.write(line if line.endswith(b"\n") else line + b"\n")
+        self.count += 1
+
     def _close_handles(self) -> None:
         if self._fh is not self._raw:
             self._fh.close()
