@@ -27,7 +27,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "generate": (
         "hybridlm.cli.generate:register",
-        "Generate token ids (or text with a tokenizer) from a preset, config or checkpoint.",
+        "Generate token ids (or text with a tokenizer) from a preset, config or checkpoint; with --nproc N (or "
+        "under torchrun), one long prompt sharded over N ranks, the same tokens as one process.",
     ),
     "models": (
         "hybridlm.cli.generate:register",
@@ -48,7 +49,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("hybridlm.data.cli:app", "Data stage: count, train-tokenizer, partition, filter, dedup, pack, synth."),
     "bench": (
         "hybridlm.bench.cli:app",
-        "Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), comparing runs.",
+        "Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), long-context decoding across "
+        "ranks (decode), comparing runs.",
     ),
 }
 
