@@ -12,8 +12,8 @@ from hybridlm.config.presets import tiny_presets
 from hybridlm.errors import ConfigError
 from hybridlm.init import DtBias, LogPosition, Normal, Uniform, fill_, flat_index
 from hybridlm.kinds import KINDS
-from hybridlm.parallel.shards import module_plans, param_layouts, validate
 from hybridlm.parallel.mesh import ParallelDims
+from hybridlm.parallel.shards import module_plans, param_layouts, validate
 from hybridlm.train.config import OptimConfig, RunConfig
 from hybridlm.train.distributed import DistContext, all_reduce_sum
 from hybridlm.train.optim import param_groups

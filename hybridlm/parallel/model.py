@@ -23,8 +23,8 @@ from torch import nn
 from hybridlm.config import ModelConfig
 from hybridlm.init import fill_
 from hybridlm.model import HybridLM
-from hybridlm.parallel.shards import ParamLayout, module_plans, param_layouts, validate
 from hybridlm.parallel.mesh import ParallelMesh
+from hybridlm.parallel.shards import ParamLayout, module_plans, param_layouts, validate
 from hybridlm.parallel.tp import parallelize
 
 

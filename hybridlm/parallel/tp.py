@@ -17,10 +17,10 @@ from torch import nn
 
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
-from hybridlm.parallel.regions import Region, vocab_parallel_cross_entropy
 from hybridlm.parallel.experts import ExpertRouting
-from hybridlm.parallel.shards import ParamLayout, module_plans
 from hybridlm.parallel.mesh import ParallelMesh
+from hybridlm.parallel.regions import Region, vocab_parallel_cross_entropy
+from hybridlm.parallel.shards import ParamLayout, module_plans
 
 
 class RowParallelLinear(nn.Module):

@@ -165,7 +165,9 @@ def _train(
             set_lr(optimizer, lr)
             micro = stream.micro_batches(step)
             counts = [target_count(ids, stream.eos_id) for ids in micro]
-            n_targets = all_reduce_sum([float(sum(counts))], ctx, data_group)[0] if stream.eos_id is not None else n_global
+            n_targets = n_global
+            if stream.eos_id is not None:
+                n_targets = all_reduce_sum([float(sum(counts))], ctx, data_group)[0]
             loss_sum = 0.0
             for m, (ids, n_m) in enumerate(zip(micro, counts, strict=True)):
                 ids = ids.to(device, non_blocking=True)
