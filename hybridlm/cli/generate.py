@@ -15,16 +15,20 @@ from hybridlm.errors import HybridLMError
 console = Console(stderr=True)
 
 
-def load_model(source: str, seed: int = 0):
-    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded)."""
+def load_model(source: str, seed: int = 0, dtype: str | None = None, device=None):
+    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded).
+    Either way the model ends in `dtype` (default float32; 'auto': a checkpoint's own) on `device`."""
     from hybridlm.config.resolve import is_checkpoint_dir, resolve_config
+    from hybridlm.hf.load import AUTO, resolve_device, resolve_dtype
     from hybridlm.model import HybridLM
 
     if is_checkpoint_dir(source):
-        return HybridLM.from_pretrained(source), "checkpoint"
+        return HybridLM.from_pretrained(source, dtype=dtype, device=device), "checkpoint"
+    target, dev = resolve_dtype(dtype), resolve_device(device)
     cfg = resolve_config(source)
     torch.manual_seed(seed)
-    return HybridLM(cfg).eval(), "random weights"
+    model = HybridLM(cfg).eval()
+    return model.to(device=dev, dtype=torch.float32 if target == AUTO else target), "random weights"
 
 
 def _parse_ids(text: str, what: str = "--prompt-ids") -> list[int]:
@@ -61,6 +65,10 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1: off)."),
     seed: int = typer.Option(0, help="Seed for random weights and sampling."),
     threads: int = typer.Option(0, help="CPU threads (0: torch default). One thread is often fastest for tiny models."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's "
+                                              "own)."),
+    device: str = typer.Option(None, help="Device: cpu (default), cuda or cuda:N. With --nproc or torchrun each "
+                                          "rank uses its own."),
     nproc: int = typer.Option(1, "--nproc", min=1, max=64,
                               help="Local ranks to shard the sequence over (gloo on CPU, NCCL on GPUs)."),
     context_parallel: str = typer.Option(
@@ -80,6 +88,11 @@ def generate(
         raise HybridLMError(f"--context-parallel must be one of {', '.join(MODES)}, got {context_parallel!r}")
     if nproc > 1 and under_torchrun():
         raise HybridLMError("--nproc starts its own ranks; under torchrun leave it out")
+    from hybridlm.hf.load import resolve_device, resolve_dtype
+
+    resolve_dtype(dtype)  # a bad value is a one-line error here, not on every rank
+    if device is not None:
+        resolve_device(device)
     tok = None
     if tokenizer is not None:
         from hybridlm.data.tokenizer import load_tokenizer
@@ -106,7 +119,10 @@ def generate(
     sharded = nproc > 1 or under_torchrun() or context_parallel is not None
     request = {"source": source, "prompt_ids": ids, "max_new_tokens": max_new_tokens, "sample": sample,
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "threads": threads,
-               "context_parallel": (context_parallel or "tree") if sharded else None}
+               "context_parallel": (context_parallel or "tree") if sharded else None, "dtype": dtype,
+               "device": device}
+    if sharded and device is not None:
+        raise HybridLMError("--device applies to one process; with --nproc or torchrun each rank picks its own")
     if nproc > 1:
         answer = run_ranks("hybridlm.cli.generate_ranks", nproc, request)
     else:
@@ -119,7 +135,8 @@ def generate(
             dist.destroy_process_group()
         if answer is None:  # not rank 0 under torchrun: rank 0 prints
             return
-    console.print(f"[bold]{answer['describe']}[/] ({answer['parameters']:,} parameters, {answer['origin']})")
+    console.print(f"[bold]{answer['describe']}[/] ({answer['parameters']:,} parameters, {answer['origin']}, "
+                  f"{answer['placement']})")
     new = answer["new_ids"]
     result = {"prompt_ids": ids, "new_ids": new, "tokens_per_s": len(new) / answer["elapsed_s"]}
     if "comm_bytes" in answer:
