@@ -58,6 +58,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), long-context decoding across "
         "ranks (decode), comparing runs.",
     ),
+    "eval": (
+        "hybridlm.eval.cli:app",
+        "Evaluate a model: lm-evaluation-harness tasks (`eval SOURCE --tasks ...`, same as `eval run`) or the "
+        "in-context recall suite (`eval recall SOURCE`).",
+    ),
 }
 
 
@@ -110,10 +115,6 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Build, plan, train, anneal, benchmark and serve hybrid SSM / attention / MoE language models."""
-
-from hybridlm.eval.cli import app as _eval_app  # noqa: E402
-
-app.add_typer(_eval_app, name="eval")  # eval SOURCE --tasks ... (= eval run), eval recall
 
 
 def main() -> None:
