@@ -15,7 +15,7 @@ Each model is sized to the pure Mamba2 model's parameter count by its MLP width 
 Training uses hybridlm's optimizer (AdamW groups) and LR schedule (cosine) in fp32; evaluation is
 `hybridlm.eval.recall.evaluate_recall` on held-out examples (another seed). About ten minutes on one thread.
 
-    python benchmarks/bench_recall.py [--steps 400] [--out bench_recall] [--threads 1]
+    python benchmarks/bench_recall.py [--steps 1000] [--out bench_recall] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -79,16 +79,18 @@ def sized(spec, target: int) -> ModelConfig:
     return ModelConfig(**spec(best))
 
 
-def train(cfg: ModelConfig, steps: int, batch: int, lengths: list[int], lr: float, vocab: int) -> HybridLM:
+def train(cfg: ModelConfig, steps: int, batch: int, lengths: list[int], lr: float, vocab: int,
+          device: str = "cpu") -> HybridLM:
     torch.manual_seed(TRAIN_SEED)
-    model = HybridLM(cfg).train()
+    model = HybridLM(cfg).to(device).train()
     optimizer = build_optimizer(model, OptimConfig(), lr)
     # constant after a short warmup: a decaying LR stalls the slow "induction" phase change of the recall circuit
     schedule = ScheduleConfig(name="constant", lr=lr, warmup_steps=max(1, steps // 20))
     for step in range(steps):
         set_lr(optimizer, lr_at(step, schedule, steps))
         data = generate("mqar", lengths[step % len(lengths)], batch, vocab, seed=TRAIN_SEED, start=step * batch)
-        loss = model(torch.from_numpy(data.tokens), labels=torch.from_numpy(data.labels())).loss
+        ids, labels = (torch.from_numpy(a).to(device) for a in (data.tokens, data.labels()))
+        loss = model(ids, labels=labels).loss
         loss.backward()
         grad_norm_(model, 1.0)
         optimizer.step()
@@ -110,6 +112,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16, help="Sliding-window size of the swa-hybrid.")
     ap.add_argument("--only", default=None, help="Comma-separated architectures to run (default: all).")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (fp32 either way)")
     ap.add_argument("--out", type=Path, default=Path("bench_recall"), help="Folder for recall.json and recall.png.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,7 +134,7 @@ def main() -> None:
         params = n_params(cfg.model_dump())
         print(f"{name}: {cfg.describe()}, {params:,} parameters ({params / target - 1:+.1%} vs mamba2)", flush=True)
         start = time.perf_counter()
-        model = train(cfg, args.steps, args.batch, train_lengths, args.lr, args.vocab)
+        model = train(cfg, args.steps, args.batch, train_lengths, args.lr, args.vocab, args.device)
         seconds = time.perf_counter() - start
         rows = evaluate_recall(model, ["mqar"], eval_lengths, examples=args.examples, vocab=args.vocab,
                                seed=EVAL_SEED)
