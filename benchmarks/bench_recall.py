@@ -12,7 +12,7 @@ measures accuracy against context length (the number of key-value pairs grows wi
     transformer   attention + gated MLP
 
 Each model is sized to the pure Mamba2 model's parameter count by its MLP width (the closest of a few widths).
-Training uses hybridlm's optimizer (AdamW groups) and LR schedule (cosine) in fp32; evaluation is
+Training uses hybridlm's optimizer (AdamW groups) and LR schedule (constant after warmup) in fp32; evaluation is
 `hybridlm.eval.recall.evaluate_recall` on held-out examples (another seed). About ten minutes on one thread.
 
     python benchmarks/bench_recall.py [--steps 1000] [--out bench_recall] [--threads 1] [--device cpu]
