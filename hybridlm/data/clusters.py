@@ -100,6 +100,8 @@ def apply_keep_rule(
     only documents of lower-ranked sources go.
     """
     n = len(labels)
+    if n == 0:
+        return np.zeros(0, bool), np.zeros(0, np.int64)
     order = np.arange(n)
     # sort by (cluster, rank, input order): the first of each cluster is its keeper
     perm = np.lexsort((order, source_rank, labels))

@@ -179,6 +179,13 @@ def check_output_location(inputs: list[str | Path], output_dir: str | Path) -> N
             )
 
 
+def json_error_reason(err: json.JSONDecodeError) -> str:
+    """`malformed JSON: Expecting value at column 3`; messages that end in "at" ("Unterminated string starting at")
+    take the column directly."""
+    joiner = " " if err.msg.endswith(" at") else " at "
+    return f"malformed JSON: {err.msg}{joiner}column {err.colno}"
+
+
 def input_signature(f: InputFile) -> dict:
     """What a result computed from `f` depends on: its path, size and modification time."""
     st = f.path.stat()
@@ -405,7 +412,7 @@ def _iter_jsonl(path: Path, rejects: RejectLog, limit: int = 0) -> Iterator[tupl
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    rejects.add(path, i, f"malformed JSON: {e.msg} at column {e.colno}", line.rstrip("\n"))
+                    rejects.add(path, i, json_error_reason(e), line.rstrip("\n"))
                     continue
                 if not isinstance(rec, dict):
                     rejects.add(path, i, "record is not a JSON object", line.rstrip("\n"))
