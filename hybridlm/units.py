@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
 def plural(n: int, noun: str, plural_noun: str | None = None) -> str:

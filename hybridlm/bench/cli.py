@@ -19,7 +19,7 @@ from hybridlm.bench.comms_math import OPS
 from hybridlm.bench.compare import compare_records
 from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
-from hybridlm.errors import HybridLMError
+from hybridlm.errors import HybridLMError, check_output_file
 
 app = typer.Typer(
     help="Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), comparing runs.",
@@ -29,6 +29,14 @@ app = typer.Typer(
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the records (a JSON list) here.")]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the records as CSV here.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a PNG plot here.")]
+
+
+def check_outputs(json_path: Path | None = None, csv_path: Path | None = None, plot: Path | None = None) -> None:
+    """Before the benchmark runs: each output path can be written (a mistyped directory is found now, not after
+    minutes of measuring)."""
+    for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)):
+        if path is not None:
+            check_output_file(path, option)
 
 
 @contextmanager
@@ -86,6 +94,7 @@ def blocks(
     plot: PlotOpt = None,
 ) -> None:
     """Time forward, backward and forward+backward of each block type; TFLOP/s from the planner's FLOPs."""
+    check_outputs(json_path, csv_path, plot)
     fields = load_sweep(sweep) if sweep is not None else {}
     flags = {"config": config, "blocks": block, "d_model": d_model, "seq_len": seq_len, "batch": batch,
              "passes": pass_, "threads": threads, "warmup": warmup, "trials": trials, "dtype": dtype,
@@ -169,6 +178,7 @@ def comms(
     ] = None,
 ) -> None:
     """Time torch.distributed collectives and point-to-point transfers (nccl-tests conventions)."""
+    check_outputs(json_path, csv_path, plot)
     ops = list(OPS) if not op or op == ["all"] else op
     if size is not None:
         sizes = [parse_size(size)]
@@ -232,6 +242,7 @@ def gemm(
     plot: PlotOpt = None,
 ) -> None:
     """Sweep GEMM shapes around a model's dims and suggest hardware-friendly sizes (arXiv 2401.14489)."""
+    check_outputs(json_path, csv_path, plot)
     with progress_bar("gemm") as update:
         records = gemm_sweep(
             hidden, ffn, heads, vocab, tokens, dtype, device, window=window, step=step,
@@ -293,6 +304,7 @@ def compare(
     json_path: JsonOpt = None,
 ) -> None:
     """Print run B against run A, record by record: times and speedup (time A / time B)."""
+    check_outputs(json_path)
     rows, unmatched = compare_records(report.read_json(a), report.read_json(b))
     measured = ("time_a_s", "time_b_s", "speedup")
     shown = [k for k in rows[0] if k not in measured and not k.endswith(("_a", "_b"))]

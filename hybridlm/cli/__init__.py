@@ -7,26 +7,44 @@ from __future__ import annotations
 
 import typer
 
-from hybridlm.errors import HybridLMError
+from hybridlm.errors import HybridLMError, file_error_line
 
 app = typer.Typer(
     name="hybridlm",
-    help="Build, plan, train, anneal, benchmark and serve hybrid SSM / attention / MoE language models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from hybridlm import __version__
+
+        typer.echo(f"hybridlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Build, plan, train, anneal, benchmark and serve hybrid SSM / attention / MoE language models."""
+
 # Stage registrations: each module owns its commands.
 from hybridlm.bench.cli import app as _bench_app  # noqa: E402
 from hybridlm.cli import generate as _generate  # noqa: E402
+from hybridlm.cli import models as _models  # noqa: E402
 from hybridlm.cli import quickstart as _quickstart  # noqa: E402
 from hybridlm.data.cli import app as _data_app  # noqa: E402
 from hybridlm.plan import cli as _plan  # noqa: E402
 from hybridlm.train import cli as _train_cli  # noqa: E402
 
 _quickstart.register(app)  # quickstart
-_generate.register(app)  # generate, models
+_generate.register(app)  # generate
+_models.register(app)  # models
 _plan.register(app)  # plan
 app.add_typer(_data_app, name="data")
 _train_cli.register(app)  # train, anneal
@@ -39,6 +57,12 @@ def main() -> None:
         rv = app(standalone_mode=False)
     except HybridLMError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(2) from None
+    except OSError as err:  # a read-only or missing directory, a full disk: the user's to fix, one line
+        line = file_error_line(err)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg="red", err=True)
         raise SystemExit(2) from None
     except typer.Abort:
         typer.secho("aborted", err=True)

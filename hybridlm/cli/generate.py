@@ -1,4 +1,4 @@
-"""`hybridlm generate` and `hybridlm models`."""
+"""`hybridlm generate`: tokens (or text) from any model location (`hybridlm.locate`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hybridlm.errors import HybridLMError
 
@@ -17,15 +15,12 @@ console = Console(stderr=True)
 
 
 def load_model(source: str, seed: int = 0):
-    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded)."""
-    from hybridlm.config.resolve import is_checkpoint_dir, resolve_config
-    from hybridlm.model import HybridLM
+    """The model at a location (`hybridlm.locate`): weights of an exported model, a checkpoint or a run directory;
+    random weights (seeded) for a preset or config file. Returns (model, where it came from)."""
+    from hybridlm.locate import locate
 
-    if is_checkpoint_dir(source):
-        return HybridLM.from_pretrained(source), "checkpoint"
-    cfg = resolve_config(source)
-    torch.manual_seed(seed)
-    return HybridLM(cfg).eval(), "random weights"
+    loc = locate(source)
+    return loc.load(seed), loc.describe()
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -37,32 +32,48 @@ def _parse_ids(text: str) -> list[int]:
 
 def generate(
     source: str = typer.Argument(
-        "zamba2-tiny", help="Preset name, config file (YAML/JSON/config.json) or checkpoint directory."
+        "zamba2-tiny", help="Preset, config file (YAML/JSON/config.json), exported model (e.g. RUN/final), "
+        "checkpoint (RUN/checkpoints/step_N) or run directory (its final model)."
     ),
     prompt_ids: str = typer.Option(None, "--prompt-ids", help="Prompt token ids, e.g. '1 2 3'."),
-    prompt: str = typer.Option(None, "--prompt", help="Prompt text (needs --tokenizer)."),
-    tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer directory or tokenizer.json."),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt text (the model's own tokenizer, or --tokenizer)."),
+    tokenizer: Path = typer.Option(
+        None, "--tokenizer", help="Tokenizer directory or tokenizer.json (default: the one saved with the model)."
+    ),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1, help="Tokens to generate."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0, min=0.0),
+    temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (with --sample)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep only the k most likely tokens (0: off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1: off)."),
     seed: int = typer.Option(0, help="Seed for random weights and sampling."),
-    threads: int = typer.Option(0, help="CPU threads (0: torch default). One thread is often fastest for tiny models."),
+    threads: int = typer.Option(
+        None, min=0, help="CPU threads (0: torch's default; default: 1 below 10M parameters, where one thread "
+        "decodes fastest, else torch's default)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Generate token ids (or text with a tokenizer) from a preset, config or checkpoint."""
+    import torch
+
+    from hybridlm.data.tokenizer import load_tokenizer
+    from hybridlm.locate import locate
+    from hybridlm.threads import default_threads
+
+    if prompt is not None and prompt_ids is not None:
+        raise HybridLMError("give one prompt, not --prompt and --prompt-ids")
+    loc = locate(source)
+    model, origin = loc.load(seed), loc.describe()
+    threads = default_threads(model.num_parameters()) if threads is None else threads
     if threads:
         torch.set_num_threads(threads)
-    model, origin = load_model(source, seed)
-    tok = None
-    if tokenizer is not None:
-        from hybridlm.data.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
+    if tokenizer is None and (found := loc.tokenizer()) is not None:
+        tokenizer = found
+        console.print(f"tokenizer: {found}", style="dim")
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else None
     if prompt is not None:
         if tok is None:
-            raise HybridLMError("--prompt needs --tokenizer (or pass --prompt-ids)")
+            raise HybridLMError(f"--prompt needs a tokenizer: {source} has none saved with it; pass --tokenizer "
+                                "(or --prompt-ids)")
         ids = tok.encode(prompt).ids
     elif prompt_ids is not None:
         ids = _parse_ids(prompt_ids)
@@ -87,23 +98,5 @@ def generate(
         console.print(f"{len(new)} tokens in {elapsed:.3f} s ({result['tokens_per_s']:.1f} tokens/s)")
 
 
-def models() -> None:
-    """List the presets with their layer counts, parameter counts and layer patterns."""
-    from hybridlm.config import ModelConfig, presets
-    from hybridlm.config.pattern import compress
-    from hybridlm.model import HybridLM
-
-    table = Table(title="hybridlm presets")
-    for col in ("preset", "d_model", "layers", "parameters", "pattern"):
-        table.add_column(col, justify="right" if col in ("d_model", "layers", "parameters") else "left")
-    for name in presets():
-        cfg = ModelConfig.from_preset(name)
-        with torch.device("meta"):
-            n = HybridLM(cfg).num_parameters()
-        table.add_row(name, str(cfg.d_model), str(cfg.n_layers), f"{n:,}", compress(cfg.tokens))
-    Console().print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
-    app.command("models")(models)

@@ -54,7 +54,9 @@ def config_from_hf(data: dict) -> ModelConfig:
     """A transformers config.json (as a dict), or one written by hybridlm for its own layout."""
     model_type = data.get("model_type")
     if model_type == NATIVE:
-        return ModelConfig(**data["hybridlm"])
+        if not isinstance(data.get(NATIVE), dict):
+            raise ConfigError(f"config.json has model_type {NATIVE!r} but no {NATIVE!r} section of model fields")
+        return ModelConfig(**data[NATIVE])
     if model_type not in FAMILIES:
         raise ConfigError(
             f"config.json model_type {model_type!r} is not supported; allowed: {', '.join([*FAMILIES, NATIVE])}"

@@ -20,9 +20,12 @@ def read_config(directory: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{directory}: no config.json (expected a transformers or hybridlm checkpoint directory)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of config fields")
+    return data
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -35,9 +38,12 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{directory}: no *.safetensors weights found")
     state: dict[str, torch.Tensor] = {}
     for name in files:
-        with safe_open(directory / name, framework="pt") as f:
-            for key in f.keys():
-                state[key] = f.get_tensor(key)
+        try:
+            with safe_open(directory / name, framework="pt") as f:
+                for key in f.keys():
+                    state[key] = f.get_tensor(key)
+        except Exception as err:  # safetensors raises its own error types for empty, truncated or corrupt files
+            raise CheckpointError(f"{directory / name}: not a readable safetensors file ({err})") from None
     return state
 
 

@@ -43,6 +43,13 @@ def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContex
             f"distributed.mode: launched on {os.environ['WORLD_SIZE']} processes but the mode is "
             "none; choose ddp, zero1 or fsdp2"
         )
+    if cfg.mode != "none" and "WORLD_SIZE" not in os.environ and not dist.is_initialized():
+        from hybridlm.errors import ConfigError
+
+        raise ConfigError(
+            f"distributed.mode {cfg.mode} runs several processes, and this is one: launch it with torchrun (e.g. "
+            "torchrun --standalone --nproc_per_node 2 -m hybridlm train ...), or set distributed.mode none"
+        )
     if cfg.mode == "none" or "WORLD_SIZE" not in os.environ:
         return DistContext()
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")

@@ -1,11 +1,15 @@
-"""PNG plots of a run: training (and eval) loss, and the LR, against the step."""
+"""PNG plots of a run: training (and held-out) loss, and the LR, against the step.
+
+Held-out points are labelled with their values; a run that starts from trained weights (annealing, train.init_from)
+also shows the held-out loss of those weights at step 0 ("before"), so the plot tells what the run changed.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def plot_run(records: list[dict], out_dir: Path) -> list[Path]:
+def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,13 +19,26 @@ def plot_run(records: list[dict], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in records]
     paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r["loss"] for r in records], label="train", lw=1)
-    ev = [r for r in records if r.get("eval_loss") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(steps, [r["loss"] for r in records], label="train loss", lw=1, color="tab:blue")
+    ev = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    if eval_before is not None:
+        ev = [(0, eval_before["loss"])] + ev
     if ev:
-        ax.plot([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="eval")
+        xs, ys = zip(*ev, strict=True)
+        ax.plot(xs, ys, "o--", color="tab:orange", ms=6, label="held-out loss")
+        labelled = ev if len(ev) <= 6 else [ev[0], ev[-1]]
+        for k, (x, y) in enumerate(labelled):
+            name = "before" if eval_before is not None and k == 0 else "after" if k == len(labelled) - 1 else ""
+            text = f"{name}: {y:.3f}" if name else f"{y:.3f}"
+            ax.annotate(text, (x, y), xytext=(6, 8), textcoords="offset points", fontsize=9, color="tab:orange",
+                        fontweight="bold" if name else "normal")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_xlim(left=0)
+    if eval_before is not None:
+        ax.set_title(f"held-out loss {eval_before['loss']:.3f} -> {ev[-1][1]:.3f} over {steps[-1]} steps",
+                     fontsize=10)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
