@@ -16,7 +16,7 @@ from hybridlm.bench import report
 from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, plan_blocks, run_blocks
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
-from hybridlm.bench.compare import compare_records
+from hybridlm.bench.compare import compare_records, run_differences
 from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
 from hybridlm.errors import HybridLMError, check_output_file
@@ -110,12 +110,14 @@ def blocks(
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
         r = records[0]
-        varied = [k for k in ("pass", "d_model", "batch", "threads") if len({x[k] for x in records}) > 1]
-        rows = [{**x, "series": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
+        varied = [k for k in ("d_model", "batch", "threads") if len({x[k] for x in records}) > 1]
+        rows = [{**x, "block": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
+        several_passes = len({x["pass"] for x in records}) > 1
         report.plot_series(
-            rows, x="seq_len", y="tokens_per_s", group="series", path=plot, logx=True, logy=True,
-            title=f"block throughput ({r['config']}, {r['device']}, {r['dtype']})",
-            xlabel="sequence length (tokens)", ylabel="tokens/s",
+            rows, x="seq_len", y="tokens_per_s", group="block", style="pass" if several_passes else None,
+            path=plot, logx=True, logy=True, xlabel="sequence length (tokens)", ylabel="tokens/s",
+            title=f"block throughput ({r['config']}{', ' + r['set'] if r.get('set') else ''}, {r['device']}, "
+            f"{r['dtype']})",
         )  # fmt: skip
 
 
@@ -143,7 +145,7 @@ def _blocks_table(records: list[report.Record]) -> None:
 
 
 def _label(key: str, value: object) -> str:
-    return str(value) if key == "pass" else f"{ {'d_model': 'd', 'batch': 'b', 'threads': 't'}[key] }={value}"
+    return f"{ {'d_model': 'd', 'batch': 'b', 'threads': 't'}[key] }={value}"
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -252,25 +254,42 @@ def gemm(
     _gemm_tables(records, console)
     tips = suggest(records, hidden, heads, vocab, min_gain=min_gain)
     for name, tip in tips.items():
-        keep = tip["best"] == tip["requested"]
-        verdict = "keep it" if keep else f"try {name} = {tip['best']} (/{tip['best_align']})"
-        speed = f", {tip['speedup']:.2f}x" if tip["speedup"] and tip["best"] != tip["requested"] else ""
-        console.print(
-            f"[bold]{name}[/]: requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s; "
-            f"best {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s{speed} -> {verdict}",
-            soft_wrap=True,
-        )
+        console.print(f"[bold]{name}[/]: {_advice(name, tip, trials)}", soft_wrap=True)
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
-        rows = [r for r in records if r["sweep"] == "hidden"]
-        marks = [(hidden, f"requested {hidden}")]
+        rows = [_with_band(r) for r in records if r["sweep"] == "hidden"]
+        marks = [(hidden, f"requested h={hidden}")]
         if "hidden" in tips and tips["hidden"]["best"] != hidden:
-            marks.append((tips["hidden"]["best"], f"best {tips['hidden']['best']}"))
+            marks.append((tips["hidden"]["best"], f"suggested h={tips['hidden']['best']}"))
         report.plot_series(
             rows, x="hidden", y="tflops", group="gemm", path=plot, marks=marks,
-            title=f"GEMM throughput vs hidden size ({rows[0]['device'] if rows else ''}, tokens={tokens})",
+            title=f"GEMM throughput vs hidden size ({rows[0]['device'] if rows else ''}, tokens={tokens}; "
+            f"band: total's min-max over {trials} trials)",
             xlabel="hidden size h", ylabel="TFLOP/s",
         )  # fmt: skip
+
+
+def _with_band(rec: report.Record) -> report.Record:
+    """A layer total with its TFLOP/s range over the trials (fastest and slowest trial) for the plot's band: the
+    spread the advice is judged against."""
+    if rec["gemm"] != "total" or "time_min_s" not in rec:
+        return rec
+    return {**rec, "tflops_low": rec["flops"] / rec["time_max_s"] / 1e12,
+            "tflops_high": rec["flops"] / rec["time_min_s"] / 1e12}
+
+
+def _advice(name: str, tip: dict, trials: int) -> str:
+    """One line: the request, the fastest candidate, the trials' spread, and whether the difference is beyond it."""
+    noise = tip["noise"]
+    spread = f"trials spread {noise:.0%}" if noise is not None else "1 trial, no noise estimate (use --trials 5)"
+    head = f"requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s"
+    if tip["best"] != tip["requested"]:
+        return (f"{head}; {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s is {tip['speedup']:.2f}x faster, beyond "
+                f"the noise ({spread}) -> try {name} = {tip['best']} (/{tip['best_align']})")
+    if tip["fastest"] != tip["requested"] and tip["fastest_gain"] is not None:
+        return (f"{head}; fastest {tip['fastest']} is {tip['fastest_gain']:+.0%}, within the noise ({spread}; "
+                f"{trials} trials) -> keep it")
+    return f"{head}, the fastest ({spread}) -> keep it"
 
 
 def _gemm_tables(records: list[report.Record], console: Console) -> None:
@@ -305,7 +324,8 @@ def compare(
 ) -> None:
     """Print run B against run A, record by record: times and speedup (time A / time B)."""
     check_outputs(json_path)
-    rows, unmatched = compare_records(report.read_json(a), report.read_json(b))
+    records_a, records_b = report.read_json(a), report.read_json(b)
+    rows, unmatched = compare_records(records_a, records_b)
     measured = ("time_a_s", "time_b_s", "speedup")
     shown = [k for k in rows[0] if k not in measured and not k.endswith(("_a", "_b"))]
     keys = [k for k in shown if len({str(r[k]) for r in rows}) > 1] or shown[:1]  # hide constant columns
@@ -314,7 +334,8 @@ def compare(
     rates = [k for k in rows[0] if k.endswith(("_a", "_b"))]
     cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rates]
     cols += [Column("speedup", "speedup (A/B time)", fmt_float(2))]
-    report.render_table(rows, cols, f"{b} vs {a}")
+    differences = "".join(f"\n{k}: A {va}, B {vb}" for k, (va, vb) in run_differences(records_a, records_b).items())
+    report.render_table(rows, cols, f"A = {a} vs B = {b}; speedup = A time / B time (> 1: B is faster){differences}")
     if unmatched:
         typer.secho(f"{unmatched} records matched nothing in the other run and are left out", err=True)
     report.write_outputs(rows, json_path, None)

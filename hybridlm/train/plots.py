@@ -14,6 +14,7 @@ def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -31,11 +32,14 @@ def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None
         for k, (x, y) in enumerate(labelled):
             name = "before" if eval_before is not None and k == 0 else "after" if k == len(labelled) - 1 else ""
             text = f"{name}: {y:.3f}" if name else f"{y:.3f}"
-            ax.annotate(text, (x, y), xytext=(6, 8), textcoords="offset points", fontsize=9, color="tab:orange",
-                        fontweight="bold" if name else "normal")
+            last = k == len(labelled) - 1 and k > 0
+            ax.annotate(text, (x, y), xytext=(-8, -16) if last else (6, 8), textcoords="offset points", fontsize=9,
+                        color="tab:orange", ha="right" if last else "left", fontweight="bold" if name else "normal")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_xlim(left=0)
+    ax.margins(y=0.15)  # room for the value labels
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if eval_before is not None:
         ax.set_title(f"held-out loss {eval_before['loss']:.3f} -> {ev[-1][1]:.3f} over {steps[-1]} steps",
                      fontsize=10)
