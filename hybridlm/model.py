@@ -22,10 +22,11 @@ from hybridlm.allocation import check_model_fits
 from hybridlm.cache import InferenceCache
 from hybridlm.config import ModelConfig
 from hybridlm.errors import HybridLMError
-from hybridlm.kinds import KINDS
+from hybridlm.kinds import KINDS, LayerKind
 from hybridlm.layers.moe import MoE
 from hybridlm.layers.norms import make_norm
 from hybridlm.layers.segments import Segments
+from hybridlm.parallel.context import ContextParallel
 
 
 @dataclass
@@ -132,7 +133,8 @@ class HybridLM(nn.Module):
             segments = Segments.from_masks((b, l), offset, attention_mask, seq_idx, continuing, input_ids.device)
         elif cache is not None and cache.seg_start is not None:
             segments = Segments.continuing(cache.seg_start, l, offset)
-        x = self.embed(input_ids)
+        decode = cache is not None and l == 1  # one token per row: every layer works on (b, d)
+        x = self.embed(input_ids[:, 0] if decode else input_ids)
         x0 = x
         t = None
         aux_losses = []
@@ -154,9 +156,11 @@ class HybridLM(nn.Module):
             cache.offset += l
             if segments is not None:
                 cache.seg_start = segments.start[:, -1].clone()
-        if logits_to_keep:
+        if logits_to_keep and not decode:
             x = x[:, -logits_to_keep:]
         logits = self.logits(self.norm_f(x))
+        if decode:
+            logits = logits[:, None]
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         loss = None
         if labels is not None:
@@ -180,26 +184,30 @@ class HybridLM(nn.Module):
                        device: torch.device | str | None = None) -> InferenceCache:
         param = self.embed.weight
         dtype, device = dtype or param.dtype, device or param.device
-        slots: list[dict[str, torch.Tensor] | None] = []
-        call_specs = [KINDS[t] for t in self.config.tokens if KINDS[t].call]
-        for role, idx in self._plan:
-            if role == "call":
-                block = self.shared[idx % len(self.shared)]
-                slots.append(call_specs[idx].allocate_cache(block, batch, max_len, dtype, device))
-            else:
-                slots.append(self.layers[idx].allocate_cache(batch, max_len, dtype, device))
+        slots = [spec.allocate_cache(module, batch, max_len, dtype, device) for spec, module in self.cache_owners()]
         return InferenceCache(slots, batch, max_len)
+
+    def cache_owners(self) -> list[tuple[LayerKind, nn.Module]]:
+        """For each position of the plan, its spec and the module whose state its cache slot holds: a
+        layer's mixer, or the shared block a call runs."""
+        call_specs = [KINDS[t] for t in self.config.tokens if KINDS[t].call]
+        return [(call_specs[idx], self.shared[idx % len(self.shared)]) if role == "call"
+                else (self.layers[idx].spec, self.layers[idx].mixer) for role, idx in self._plan]
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | None = None,
-                 seed: int | None = None, return_scores: bool = False, attention_mask: torch.Tensor | None = None):
+                 seed: int | None = None, return_scores: bool = False, attention_mask: torch.Tensor | None = None,
+                 context_parallel: str | ContextParallel | None = None):
         """Greedy or sampled continuation with a constant-size SSM state and KV caches for attention.
 
         Returns the ids (batch, prompt + new); with `return_scores`, also the per-step logits
         (batch, new, vocab). After `eos_token_id`, a sequence keeps emitting eos. Prompts of different
         lengths batch with left padding and `attention_mask` (0 on the padding): each row then
-        generates exactly what it would alone."""
+        generates exactly what it would alone.
+        `context_parallel` ("tree" or "ring"), called on every rank of a torch.distributed process group
+        with the same prompt, shards the sequence over the ranks and returns the same tokens on each
+        (`hybridlm.parallel.context`); outside a process group, "tree" is split-KV decoding."""
         from hybridlm.generation import as_prompt, check_length, pick_next
 
         vocab = self.config.vocab_size
@@ -218,11 +226,20 @@ class HybridLM(nn.Module):
         self.eval()
         b, l = input_ids.shape
         generator = None
+        cp = None if context_parallel is None else ContextParallel.of(context_parallel)
+        if cp is not None and attention_mask is not None:
+            raise HybridLMError("context_parallel takes prompts of one length; no attention_mask")
         if do_sample:
             generator = torch.Generator(device=input_ids.device)
+            seed = cp.common_seed(seed, input_ids.device) if cp is not None else seed
             generator.manual_seed(seed if seed is not None else torch.seed())
-        cache = self.allocate_cache(b, l + max_new_tokens)
-        logits = self(input_ids, cache=cache, logits_to_keep=1, attention_mask=attention_mask).logits[:, -1]
+        if cp is None:
+            cache, prompt = self.allocate_cache(b, l + max_new_tokens), input_ids
+        else:
+            cache, prompt = cp.start(self, input_ids, l + max_new_tokens)
+        logits = self(prompt, cache=cache, logits_to_keep=1, attention_mask=attention_mask).logits[:, -1]
+        if cp is not None:
+            logits = cp.finish_prefill(logits, cache)
         new_tokens, scores = [], []
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):

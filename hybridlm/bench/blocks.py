@@ -19,10 +19,7 @@ first; still a rough figure).
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import itertools
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ import torch
 import yaml
 from torch import nn
 
+from hybridlm.bench import memory
 from hybridlm.bench.gemm import resolve_device
 from hybridlm.bench.report import Record
 from hybridlm.bench.timing import Stats, time_trials, warm_up
@@ -200,38 +198,8 @@ def measure_memory(runner: PassRunner, device: torch.device) -> int:
         runner.fn()
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device))
-    gc.collect()
-    _malloc_trim()
-    if _reset_peak_rss():
-        before = _proc_status_kb("VmRSS")
-        runner.fn()
-        return max(0, _proc_status_kb("VmHWM") - before) * 1024
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no reset possible: new peaks only
-    runner.fn()
-    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _reset_peak_rss() -> bool:
-    """Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _proc_status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {key}")
+    memory.settle()
+    return memory.peak_rss_above(memory.rss_bytes(), runner.fn)
 
 
 def time_pass(

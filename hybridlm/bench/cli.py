@@ -17,12 +17,15 @@ from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, plan_b
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
 from hybridlm.bench.compare import compare_records, run_differences
+from hybridlm.bench.decode import MODES as DECODE_MODES
+from hybridlm.bench.decode import DecodeSweep, parse_tokens, plot_decode, run_decode
 from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
 from hybridlm.errors import HybridLMError, check_output_file
 
 app = typer.Typer(
-    help="Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), comparing runs.",
+    help="Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), long-context decoding across "
+    "ranks (decode), comparing runs.",
     no_args_is_help=True,
 )
 
@@ -218,6 +221,49 @@ def comms(
     if wrong:
         typer.secho(f"data check FAILED: {wrong} wrong elements (see #wrong)", fg="red", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def decode(
+    config: Annotated[str, typer.Option(help="Preset or config file of the model.")] = "zamba2-tiny",
+    context: Annotated[
+        list[str] | None, typer.Option("--context", help="Repeatable context length, e.g. 4096 or 256k.")
+    ] = None,
+    nproc: Annotated[list[int] | None, typer.Option("--nproc", help="Repeatable rank count; default 2 and 4.")] = None,
+    mode: Annotated[
+        list[str] | None, typer.Option("--mode", help=f"Repeatable: {', '.join(DECODE_MODES)}; default all.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Timed decoding steps per point.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed steps before them.")] = 1,
+    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads per rank (and for the single device).")] = 1,
+    backend: Annotated[str, typer.Option(help="auto (nccl with CUDA, else gloo), gloo or nccl.")] = "auto",
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Decoding steps at long contexts: Tree Attention vs Ring Attention across ranks vs one device (latency,
+    bytes per step per rank, peak memory per rank)."""
+    sweep = DecodeSweep(config, [parse_tokens(c) for c in context] if context else DecodeSweep().contexts,
+                        nproc or DecodeSweep().nprocs, mode or list(DECODE_MODES), steps, warmup, batch, threads,
+                        backend).validate()  # bad input fails before the progress bar starts
+    with progress_bar("decode") as update:
+        records = run_decode(sweep, progress=update)
+    records.sort(key=lambda r: (r["context"], r["mode"] != "single", r["mode"], r["nproc"]))
+    mib = lambda v: f"{v / 2**20:.1f}"  # noqa: E731
+    report.render_table(
+        records,
+        [Column("context", "context"), Column("mode", "mode"), Column("nproc", "ranks"),
+         Column("step_s", "ms/step (median)", lambda v: f"{v * 1e3:.2f}"),
+         Column("step_min_s", "min", lambda v: f"{v * 1e3:.2f}"),
+         Column("bytes_per_step", "bytes/step/rank", lambda v: f"{v:,}"),
+         Column("peak_bytes", "peak MiB/rank", mib), Column("cache_bytes", "cache MiB/rank", mib)],
+        title=f"decode: {sweep.config}, batch {sweep.batch}, {records[0]['device']}; time = slowest rank; "
+              "bytes and memory = largest rank",
+    )  # fmt: skip
+    report.write_outputs(records, json_path, csv_path)
+    if plot is not None:
+        plot_decode(records, plot)
 
 
 @app.command()

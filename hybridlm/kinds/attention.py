@@ -66,6 +66,10 @@ class AttentionKind(LayerKind):
     def allocate_cache(self, module, batch, max_len, dtype, device):
         return module.allocate_cache(batch, max_len, dtype, device)
 
+    def allocate_sharded_cache(self, module, batch, max_len, dtype, device, cp):
+        """A shard of the positions, combined across ranks by the tree reduction or the ring."""
+        return cp.sharded_kv(module.allocate_cache(batch, cp.shard_capacity(max_len), dtype, device))
+
     def params(self, cfg):
         a, d = cfg.attention, cfg.d_model
         return {self.name: attention_params(d, d, a.n_heads, cfg.attention_kv_heads, cfg.attention_head_dim,

@@ -50,6 +50,17 @@ class LayerKind:
         """The module's decoding state; None for a kind without one."""
         return None
 
+    def allocate_sharded_cache(self, module: nn.Module, batch: int, max_len: int, dtype, device, cp):
+        """This rank's decoding state under context parallelism (`hybridlm.parallel.ContextParallel` `cp`,
+        each rank holding a slice of the sequence): a cache slot that says how the kind works across ranks.
+        A kind without a decoding state mixes no tokens and runs on the slice as it is; a kind with one must
+        say how it shards."""
+        if self.allocate_cache(module, batch, 1, dtype, device) is not None:
+            from hybridlm.errors import HybridLMError
+
+            raise HybridLMError(f"{self.name} layers do not support context parallelism")
+        return None
+
     # ----- planner -----
     def params(self, cfg: ModelConfig) -> dict[str, int]:
         """Parameters of one sub-layer of this kind by report component, without its pre-norm."""

@@ -29,6 +29,10 @@ class Mamba1Kind(LayerKind):
     def allocate_cache(self, module, batch, max_len, dtype, device):
         return module.allocate_cache(batch, max_len, dtype, device)
 
+    def allocate_sharded_cache(self, module, batch, max_len, dtype, device, cp):
+        """Conv and SSM states replicated on every rank, reached in prefill by state passing."""
+        return cp.passed_state(module.allocate_cache(batch, max_len, dtype, device))
+
     def params(self, cfg):
         """in_proj d -> 2 d_inner; depthwise conv; per-head x_proj (dt_rank + 2N) and dt_proj (+ bias);
         A_log (d_inner x N); D; Jamba's inner RMSNorms on dt, B, C; out_proj."""

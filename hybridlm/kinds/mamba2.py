@@ -66,6 +66,10 @@ class Mamba2Kind(LayerKind):
     def allocate_cache(self, module, batch, max_len, dtype, device):
         return module.allocate_cache(batch, max_len, dtype, device)
 
+    def allocate_sharded_cache(self, module, batch, max_len, dtype, device, cp):
+        """Conv and SSM states replicated on every rank, reached in prefill by state passing."""
+        return cp.passed_state(module.allocate_cache(batch, max_len, dtype, device))
+
     def params(self, cfg):
         """in_proj; depthwise conv over xBC; dt_bias, A_log, D (one per head); gated RMSNorm; out_proj."""
         m, d, di, h = cfg.mamba2, cfg.d_model, cfg.mamba2_d_inner, cfg.mamba2_n_heads

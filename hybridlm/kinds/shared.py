@@ -50,6 +50,10 @@ class SharedKind(LayerKind):
         """`module` is the SharedBlock the call runs: each call keeps its own KV cache."""
         return module.attn.allocate_cache(batch, max_len, dtype, device)
 
+    def allocate_sharded_cache(self, module, batch, max_len, dtype, device, cp):
+        """Each call's shard of the positions, like a full attention layer's."""
+        return cp.sharded_kv(module.attn.allocate_cache(batch, cp.shard_capacity(max_len), dtype, device))
+
     # ----- planner -----
     def params(self, cfg):
         """What one call owns: the d x d projection and its LoRA pairs (A: in -> r, B: r -> out)."""

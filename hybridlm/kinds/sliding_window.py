@@ -26,6 +26,10 @@ class SlidingWindowKind(AttentionKind):
         return SlidingWindowAttention(d, d, a.n_heads, cfg.attention_kv_heads, cfg.attention_head_dim, a.rope,
                                       a.rope_theta, qkv_bias=a.qkv_bias, out_bias=a.out_bias, window=a.window)
 
+    def allocate_sharded_cache(self, module, batch, max_len, dtype, device, cp):
+        """The rolling window is as small as an SSM state: replicated, filled from a halo in prefill."""
+        return cp.replicated_window(module.allocate_cache(batch, max_len, dtype, device))
+
     def core_flops(self, cfg, batch, seq_len, attention):
         """kernel: what the layer computes, l^2 pairs up to the window, then blocks of w queries x 2w keys;
         causal: only the pairs inside the window, sum_i min(i + 1, w)."""

@@ -21,6 +21,19 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One decoding step: q (b, heads, 1, d) over k, v (b, kv_heads, keys, d) as two batched matmuls,
+    the query heads grouped by the KV head they share (GQA); cheaper than an SDPA call for one query.
+    `mask` (b, 1, 1, keys) bool keeps keys."""
+    b, h, _, d = q.shape
+    kv = k.shape[1]
+    scores = torch.matmul(q.reshape(b, kv, h // kv, d) * scale, k.transpose(-1, -2))  # (b, kv, h/kv, keys)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v).view(b, h, 1, d)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: (batch, heads, len, head_dim)."""
     half = x.shape[-1] // 2
@@ -49,29 +62,51 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 lora: tuple[nn.Module, nn.Module, nn.Module] | None = None,
                 segments: Segments | None = None) -> torch.Tensor:
-        b, l, _ = x.shape
+        """x (b, l, in_dim), or (b, in_dim) for one decoded token (then the output is (b, out_dim))."""
         q, k, v = self.project(x, offset, lora, segments.positions if segments is not None else None)
-        y = self.attend(q, k, v, cache, offset, segments)
-        return self.o_proj(y.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+        attend = getattr(cache, "attend", None)  # a cache slot that attends across ranks (hybridlm.parallel.kv)
+        if attend is not None:
+            y = attend(self, q, k, v, offset, segments)
+        else:
+            y = self.attend(q, k, v, cache, offset, segments)
+        if x.dim() == 2:
+            return self.o_proj(y.reshape(x.shape[0], self.n_heads * self.head_dim))
+        return self.o_proj(y.transpose(1, 2).reshape(*x.shape[:2], self.n_heads * self.head_dim))
 
     def project(self, x: torch.Tensor, offset: int, lora=None, positions: torch.Tensor | None = None):
         """q (b, heads, l, head_dim), k and v (b, kv_heads, l, head_dim), RoPE applied at `positions`
         ((b, l), e.g. within each segment) or else at offset, offset + 1, ..."""
-        b, l, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if lora is not None:
             q, k, v = q + lora[0](x), k + lora[1](x), v + lora[2](x)
-        q = q.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if x.dim() == 2:  # one token: (b, heads * head_dim) is already (b, heads, 1, head_dim) in memory
+            b, l = x.shape[0], 1
+            q = q.view(b, self.n_heads, 1, self.head_dim)
+            k = k.view(b, self.n_kv_heads, 1, self.head_dim)
+            v = v.view(b, self.n_kv_heads, 1, self.head_dim)
+        else:
+            b, l, _ = x.shape
+            q = q.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
+            cos, sin = self._rope_tables(offset + l, x.device)  # positions within a segment are <= absolute ones
             if positions is None:
-                positions = torch.arange(offset, offset + l, device=x.device)
-            cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
-            if cos.dim() == 3:  # per row: (b, l, d) -> (b, 1, l, d)
-                cos, sin = cos[:, None], sin[:, None]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                cos, sin = cos[offset:offset + l], sin[offset:offset + l]
+            else:  # per row: (b, l, d) -> (b, 1, l, d)
+                cos, sin = cos[positions][:, None], sin[positions][:, None]
+            q, k = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
         return q, k, v
+
+    def _rope_tables(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 cos/sin for positions [0, n) and beyond, computed once and grown by doubling (decoding
+        then only indexes them)."""
+        tables = getattr(self, "_rope", None)
+        if tables is None or tables[0].shape[0] < n or tables[0].device != torch.device(device):
+            size = max(n, 2 * tables[0].shape[0] if tables is not None else 256)
+            positions = torch.arange(size, device=device)
+            self._rope = rope_cos_sin(positions, self.head_dim, self.rope_theta, torch.float32)
+        return self._rope
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, offset: int,
                segments: Segments | None = None) -> torch.Tensor:
@@ -86,9 +121,11 @@ class Attention(nn.Module):
         if segments is not None:
             first = 0 if cache is not None else offset
             mask, causal = segments.key_mask(torch.arange(first, offset + l, device=q.device)), False
+            if l == 1:
+                return single_query_attention(q, k, v, self.scale, mask)
         elif cache is not None:
             if l == 1:
-                causal = False
+                return single_query_attention(q, k, v, self.scale)
             elif offset > 0:  # a chunk after earlier tokens: query i sees keys <= offset + i
                 causal = False
                 mask = torch.ones(l, offset + l, dtype=torch.bool, device=q.device).tril(diagonal=offset)

@@ -16,7 +16,7 @@ from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import RMSNorm
 from hybridlm.layers.segments import Segments
-from hybridlm.layers.selective_scan import selective_scan, selective_step
+from hybridlm.layers.selective_scan import selective_scan, selective_step, state_output
 
 
 class Mamba1(nn.Module):
@@ -77,11 +77,15 @@ class Mamba1(nn.Module):
 
     def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 segments: Segments | None = None) -> torch.Tensor:
+        """u (b, l, d), or (b, d) for one decoded token (with a cache)."""
+        if u.dim() == 2:
+            return self.forward(u[:, None], cache, offset, segments)[:, 0]
         b, l, _ = u.shape
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
         taps = segments.conv_taps(self.conv1d.kernel_size[0]) if segments is not None else None
-        if cache is not None and l == 1:
+        passing = getattr(cache, "passing", None)  # context-parallel prefill (hybridlm.parallel.state)
+        if cache is not None and l == 1 and passing is None:
             x = F.silu(causal_conv_step(x[:, 0], self.conv1d.weight, self.conv1d.bias, cache["conv"],
                                         taps[:, 0] if taps is not None else None))
             x = x.view(b, self.n_heads, self.headdim)
@@ -89,8 +93,11 @@ class Mamba1(nn.Module):
             y = selective_step(cache["ssm"], x, dt, A, B, C)[:, None]
             x = x[:, None]
         else:
-            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, cache["conv"] if cache is not None else None,
-                            taps)
+            if passing is not None:  # one rank's slice: left context from the ranks before, scan from zero
+                left = passing.left_context(x, self.conv1d.kernel_size[0] - 1, cache)
+            else:
+                left = cache["conv"] if cache is not None else None
+            x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, left, taps)
             x = F.silu(x).unflatten(-1, (self.n_heads, self.headdim))
             dt, B, C = self._ssm_inputs(x)
             resets = segments.resets if segments is not None else None
@@ -102,8 +109,11 @@ class Mamba1(nn.Module):
                            A.flatten(0, 1), B[:, :, 0].transpose(1, 2), C[:, :, 0].transpose(1, 2))
                 y = y.transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim)).float()
             else:
-                y, final = selective_scan(x, dt, A, B, C, cache["ssm"] if cache is not None else None, resets)
-                if cache is not None:
+                initial = cache["ssm"] if cache is not None and passing is None else None
+                y, final = selective_scan(x, dt, A, B, C, initial, resets)
+                if passing is not None:
+                    y = y + state_output(C, dt, A, passing.start_state(final, dt.sum(1)[..., None] * A, cache))
+                elif cache is not None:
                     cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()
         y = y.flatten(-2).to(u.dtype) * F.silu(z)

@@ -12,7 +12,7 @@ from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import GatedRMSNorm
 from hybridlm.layers.segments import Segments
-from hybridlm.layers.ssd import ssd_chunked, ssd_step
+from hybridlm.layers.ssd import ssd_chunked, ssd_step, state_output
 
 
 class Mamba2(nn.Module):
@@ -58,14 +58,15 @@ class Mamba2(nn.Module):
 
     def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
                 segments: Segments | None = None) -> torch.Tensor:
-        b, l, _ = u.shape
-        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        A = -torch.exp(self.A_log.float())
-        if cache is not None and l == 1:
+        """u (b, l, d), or (b, d) for one decoded token (with a cache)."""
+        passing = getattr(cache, "passing", None)  # context-parallel prefill (hybridlm.parallel.state)
+        if cache is not None and passing is None and (u.dim() == 2 or u.shape[1] == 1):
             taps = segments.conv_taps(self.conv1d.kernel_size[0])[:, 0] if segments is not None else None
-            y = self._step(xBC[:, 0], dt[:, 0], A, cache, taps)[:, None]
-        else:
-            y = self._scan(xBC, dt, A, cache, segments)
+            return self._step(u, cache, taps) if u.dim() == 2 else self._step(u[:, 0], cache, taps)[:, None]
+        if u.dim() == 2:  # a one-token slice of a context-parallel prefill
+            return self.forward(u[:, None], cache, offset, segments)[:, 0]
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        y = self._scan(xBC, dt, -torch.exp(self.A_log.float()), cache, segments, passing)
         return self.out_proj(self.norm(y.to(u.dtype), z))
 
     def _split_xBC(self, xBC: torch.Tensor):
@@ -73,15 +74,21 @@ class Mamba2(nn.Module):
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         return x, B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state))
 
-    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, segments) -> torch.Tensor:
+    def _scan(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, segments,
+              passing=None) -> torch.Tensor:
+        """With `passing`, this is one rank's slice: the conv's left context comes from the ranks before,
+        the scan starts from zero and the entering state's contribution is added after."""
         b, l, _ = xBC.shape
         taps = segments.conv_taps(self.conv1d.kernel_size[0]) if segments is not None else None
-        xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias,
-                                 cache["conv"] if cache is not None else None, taps))
+        if passing is not None:
+            left = passing.left_context(xBC, self.conv1d.kernel_size[0] - 1, cache)
+        else:
+            left = cache["conv"] if cache is not None else None
+        xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias, left, taps))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
-        initial = cache["ssm"] if cache is not None else None
+        initial = cache["ssm"] if cache is not None and passing is None else None
         resets = segments.resets if segments is not None else None
         kernel = kernels.ssd_kernel(x) if resets is None or initial is None else None
         if kernel is not None:
@@ -93,18 +100,26 @@ class Mamba2(nn.Module):
             if x.device.type == "cpu" and self.cpu_chunk_size is not None:
                 chunk = min(chunk, self.cpu_chunk_size)
             y, final = ssd_chunked(x, dt, A, B, C, chunk, initial, resets)
-        if cache is not None:
+        if passing is not None:
+            y = y + state_output(C, dt, A, passing.start_state(final, (A * dt.sum(1))[..., None, None], cache))
+        elif cache is not None:
             cache["ssm"].copy_(final)
         y = y + x.float() * self.D.float()[:, None]
         return y.flatten(-2)
 
-    def _step(self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, cache, taps=None) -> torch.Tensor:
+    def _step(self, u: torch.Tensor, cache, taps=None) -> torch.Tensor:
+        """One decoded token, u (b, d) -> (b, d): the recurrent form, in as few ops as the math allows
+        (decoding a small model is bound by per-op overhead as much as by reading the weights)."""
+        b = u.shape[0]
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
         xBC = F.silu(causal_conv_step(xBC, self.conv1d.weight, self.conv1d.bias, cache["conv"], taps))
-        x, B, C = self._split_xBC(xBC)
-        x = x.unflatten(-1, (self.n_heads, self.headdim))
+        gn = self.ngroups * self.d_state
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         dt = F.softplus(dt.float() + self.dt_bias.float())
-        if self.dt_clamp_in_step:
+        if self.dt_clamp_in_step and self.dt_limit != (0.0, math.inf):  # softplus is >= 0 already
             dt = dt.clamp(*self.dt_limit)
-        y = ssd_step(cache["ssm"], x, dt, A, B, C)
-        y = y + x.float() * self.D.float()[:, None]
-        return y.flatten(-2)
+        x = x.view(b, self.n_heads, self.headdim)
+        B, C = B.view(b, self.ngroups, self.d_state), C.view(b, self.ngroups, self.d_state)
+        y = ssd_step(cache["ssm"], x, dt, -torch.exp(self.A_log.float()), B, C)
+        y = torch.addcmul(y, x.float(), self.D.float()[:, None])
+        return self.out_proj(self.norm(y.view(b, self.d_inner).to(u.dtype), z))

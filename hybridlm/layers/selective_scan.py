@@ -43,3 +43,10 @@ def selective_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: to
     s = s + (dt * x).float()[..., None] * B.float()[:, :, None]
     state.copy_(s)
     return torch.einsum("bhpn,bhn->bhp", s, C.float())
+
+
+def state_output(C: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """What a state entering the sequence adds to its outputs: y_t = C_t . (exp(A sum_{s<=t} dt_s) * state).
+    C (b, l, h, n), dt (b, l, h, p), A (h, p, n), state (b, h, p, n); returns (b, l, h, p) in fp32."""
+    decay = torch.exp(dt.float().cumsum(1)[..., None] * A.float())  # (b, l, h, p, n)
+    return torch.einsum("blhpn,blhn->blhp", decay * state.float()[:, None], C.float())

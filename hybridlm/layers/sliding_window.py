@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybridlm.layers.attention import Attention
+from hybridlm.layers.attention import Attention, single_query_attention
 from hybridlm.layers.segments import Segments
 
 
@@ -37,7 +37,7 @@ class SlidingWindowAttention(Attention):
             if segments is not None:
                 held = offset - (offset - torch.arange(n, device=q.device)) % size  # position in each slot
                 mask = segments.key_mask(held)
-            return self._sdpa(q, cache["k"][:, :, :n], cache["v"][:, :, :n], mask, False)
+            return single_query_attention(q, cache["k"][:, :, :n], cache["v"][:, :, :n], self.scale, mask)
         start = max(0, offset - self.window + 1)  # the earliest position a new query can see
         past = torch.arange(start, offset, device=q.device) % size
         k = torch.cat([cache["k"][:, :, past], k], dim=2)

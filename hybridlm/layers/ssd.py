@@ -95,15 +95,23 @@ def segsum_from_cumsum(a_cum: torch.Tensor) -> torch.Tensor:
 
 def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
              B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """One token. state (b, h, p, n) is updated in place; x (b, h, p), dt (b, h), B/C (b, g, n).
-    Returns y (b, h, p) without the D skip."""
+    """One token. state (b, h, p, n), fp32, is updated in place; x (b, h, p), dt (b, h), B/C (b, g, n).
+    Returns y (b, h, p) without the D skip. Few, in-place ops: this runs once per layer per decoded token."""
     b, h, p, n = state.shape
     g = B.shape[1]
     e = h // g
-    dA = torch.exp(dt.float() * A.float())  # (b, h)
-    s = state.float().view(b, g, e, p, n)
-    xdt = (x.float() * dt.float()[..., None]).view(b, g, e, p)
-    s = s * dA.view(b, g, e, 1, 1) + xdt[..., None] * B.float()[:, :, None, None, :]
-    state.copy_(s.view(b, h, p, n))
-    y = torch.einsum("bgepn,bgn->bgep", s, C.float())
-    return y.reshape(b, h, p)
+    dt = dt.float()
+    s = state.view(b, g, e, p, n)
+    s.mul_(torch.exp(dt * A.float()).view(b, g, e, 1, 1))
+    s.add_((x.float() * dt[..., None]).view(b, g, e, p, 1) * B.float().view(b, g, 1, 1, n))
+    return (s * C.float().view(b, g, 1, 1, n)).sum(-1).view(b, h, p)
+
+
+def state_output(C: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """What a state entering the sequence adds to its outputs: y_t = exp(A_h sum_{s<=t} dt_s) C_t state, the
+    chunk start-state term of `ssd_chunked` (step 4) for a whole sequence. C (b, l, g, n), dt (b, l, h), A (h,),
+    state (b, h, p, n); returns (b, l, h, p) in fp32."""
+    b, l, g, n = C.shape
+    h, p = state.shape[1:3]
+    y = torch.einsum("blgn,bgepn->blgep", C.float(), state.float().view(b, g, h // g, p, n)).reshape(b, l, h, p)
+    return y * torch.exp(dt.float().cumsum(1) * A.float())[..., None]
