@@ -117,6 +117,29 @@ def plot_series(
     marks: Sequence[tuple[float, str]] = (),
     style: str | None = None,
 ) -> None:
+    """Draw `series_figure(...)` into `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = series_figure(records, x=x, y=y, group=group, title=title, xlabel=xlabel, ylabel=ylabel, logx=logx,
+                        logy=logy, marks=marks, style=style)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def series_figure(
+    records: Sequence[Record],
+    *,
+    x: str,
+    y: str,
+    group: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    marks: Sequence[tuple[float, str]] = (),
+    style: str | None = None,
+):
     """`y` against `x`, one colour per value of `group`; with `style`, one line per (group, style) pair, the style
     value drawn as line style and marker (e.g. fwd solid, fwd_bwd dashed), with a legend for each. Records holding
     `{y}_low` and `{y}_high` get a shaded band (the spread of the trials). `marks` draws vertical lines named in the
@@ -171,5 +194,4 @@ def plot_series(
         ax.legend(handles=by_style, title=style, fontsize=8, title_fontsize=8, loc="lower left",
                   bbox_to_anchor=(1.01, 0.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return fig

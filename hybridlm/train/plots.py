@@ -10,16 +10,39 @@ from pathlib import Path
 
 
 def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None) -> list[Path]:
+    """OUTPUT/plots/loss.png (`loss_figure`) and lr.png."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = [r["step"] for r in records]
+    paths = []
+    fig = loss_figure(records, eval_before)
+    paths.append(out_dir / "loss.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, [r["lr"] for r in records], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out_dir / "lr.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def loss_figure(records: list[dict], eval_before: dict | None = None):
+    """Training loss, and held-out loss with its points labelled ("before" and "after" when the run started from
+    trained weights)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in records]
-    paths = []
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(steps, [r["loss"] for r in records], label="train loss", lw=1, color="tab:blue")
     ev = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
@@ -30,7 +53,8 @@ def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None
         ax.plot(xs, ys, "o--", color="tab:orange", ms=6, label="held-out loss")
         labelled = ev if len(ev) <= 6 else [ev[0], ev[-1]]
         for k, (x, y) in enumerate(labelled):
-            name = "before" if eval_before is not None and k == 0 else "after" if k == len(labelled) - 1 else ""
+            final = "after" if eval_before is not None else "final"
+            name = "before" if eval_before is not None and k == 0 else final if k == len(labelled) - 1 else ""
             text = f"{name}: {y:.3f}" if name else f"{y:.3f}"
             last = k == len(labelled) - 1 and k > 0
             ax.annotate(text, (x, y), xytext=(-8, -16) if last else (6, 8), textcoords="offset points", fontsize=9,
@@ -46,16 +70,4 @@ def plot_run(records: list[dict], out_dir: Path, eval_before: dict | None = None
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    paths.append(out_dir / "loss.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(steps, [r["lr"] for r in records], lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out_dir / "lr.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    return paths
+    return fig
