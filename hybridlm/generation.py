@@ -19,6 +19,8 @@ def as_prompt(input_ids, vocab_size: int) -> torch.Tensor:
                                 "all rows the same length (pad with attention_mask)") from None
     if not isinstance(input_ids, torch.Tensor):
         raise HybridLMError(f"the prompt must be a tensor or a list of token ids, got {type(input_ids).__name__}")
+    if input_ids.numel() == 0:
+        raise HybridLMError("generate needs a prompt of at least one token")
     if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
         raise HybridLMError(f"prompt token ids must be integers, got a {str(input_ids.dtype).removeprefix('torch.')} "
                             "tensor")
@@ -27,8 +29,6 @@ def as_prompt(input_ids, vocab_size: int) -> torch.Tensor:
     if input_ids.dim() != 2:
         raise HybridLMError(f"the prompt must be (batch, length) token ids or one row (length,), got shape "
                             f"{tuple(input_ids.shape)}")
-    if input_ids.numel() == 0:
-        raise HybridLMError("generate needs a prompt of at least one token")
     if int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0:
         raise HybridLMError(f"prompt token ids must be in [0, {vocab_size - 1}]")
     return input_ids.long()

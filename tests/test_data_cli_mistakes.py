@@ -105,3 +105,20 @@ def test_counts_have_the_right_noun(tmp_path, capsys):
     res = run_cli(capsys, "data", "pack", src, "-o", tmp_path / "packed", "-t", tmp_path / "tok")
     assert res.code == 0, res
     assert "1 document, " in res.out and "in 1 shard" in res.out and "documents" not in res.out
+
+
+def test_a_stage_output_passes_its_sources_on(tmp_path, capsys):
+    """filter -> dedup keeps the source names: kept/web/web.jsonl, not kept/kept/web/web.jsonl under 'kept'."""
+    _docs(tmp_path / "web.jsonl", n=8)
+    _docs(tmp_path / "hq.jsonl", n=3)
+    res = run_cli(capsys, "data", "filter", tmp_path / "web.jsonl", tmp_path / "hq.jsonl", "-o", tmp_path / "f",
+                  "-j", "1", "--max-numeric", "1")
+    assert res.code == 0, res
+    for given, out in ((tmp_path / "f" / "kept", "d1"), (tmp_path / "f", "d2")):
+        res = run_cli(capsys, "data", "dedup", given, "-o", tmp_path / out, "-j", "1")
+        assert res.code == 0, res
+        written = sorted(p.relative_to(tmp_path / out / "kept").as_posix()
+                         for p in (tmp_path / out / "kept").rglob("*.jsonl"))
+        assert written == ["hq/hq.jsonl", "web/web.jsonl"]
+        report = json.loads((tmp_path / out / "report.json").read_text())
+        assert set(report["per_source"]) == {"web", "hq"} and report["input_documents"] == 11

@@ -132,11 +132,15 @@ def expand_inputs(paths: list[str | Path]) -> list[InputFile]:
         raise DataError("no input given: pass one or more files or directories")
     files: list[InputFile] = []
     used: set[str] = set()
+    arguments: list[tuple[Path, str | None]] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise DataError(f"input not found: {p}")
-        base = strip_suffix(p.name.rstrip("/")) or "data"
+        stage = stage_sources(p)  # an earlier stage's output: its sources keep their names
+        arguments += stage if stage is not None else [(p, None)]
+    for p, name in arguments:
+        base = name or strip_suffix(p.name.rstrip("/")) or "data"
         source, n = base, 0
         while source in used:  # two arguments with the same name stay distinct sources
             n += 1
@@ -152,6 +156,24 @@ def expand_inputs(paths: list[str | Path]) -> list[InputFile]:
                 raise DataError(f"unsupported input {p}: expected one of {', '.join(SUPPORTED_SUFFIXES)}")
             files.append(InputFile(p, source, p.name))
     return _assign_names(files)
+
+
+def stage_sources(p: Path) -> list[tuple[Path, str]] | None:
+    """The sources an earlier stage wrote, when `p` is its output directory (holding `.stage.json`) or that
+    directory's `kept/`: `(OUTPUT/kept/<source>, source)` for each, so a pipeline keeps the source names (`filter`
+    then `dedup` writes `kept/web/web.jsonl`, not `kept/kept/web/web.jsonl` under a source named `kept`)."""
+    if (p / ".stage.json").is_file():
+        kept = p / "kept"
+    elif p.name == "kept" and (p.parent / ".stage.json").is_file():
+        kept = p
+    else:
+        return None
+    if not kept.is_dir():
+        raise DataError(f"{p} is the output of an earlier stage but has no kept/ documents to read")
+    subs = sorted(d for d in kept.iterdir() if not d.name.startswith((".", "_")))
+    if not subs or not all(d.is_dir() for d in subs):
+        return None  # not laid out by source: read it as an ordinary directory
+    return [(d, d.name) for d in subs]
 
 
 def _hidden(rel: Path) -> bool:
