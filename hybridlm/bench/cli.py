@@ -380,8 +380,12 @@ def compare(
     rates = [k for k in rows[0] if k.endswith(("_a", "_b"))]
     cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rates]
     cols += [Column("speedup", "speedup (A/B time)", fmt_float(2))]
-    differences = "".join(f"\n{k}: A {va}, B {vb}" for k, (va, vb) in run_differences(records_a, records_b).items())
-    report.render_table(rows, cols, f"A = {a} vs B = {b}; speedup = A time / B time (> 1: B is faster){differences}")
+    console = Console()
+    console.print(f"A = {a} vs B = {b}; speedup = A time / B time (> 1: B is faster)", soft_wrap=True,
+                  markup=False, highlight=False)
+    for key, (va, vb) in run_differences(records_a, records_b).items():
+        console.print(f"{key}: A {va}, B {vb}", soft_wrap=True, markup=False, highlight=False)
+    report.render_table(rows, cols, console=console)
     if unmatched:
         typer.secho(f"{unmatched} records matched nothing in the other run and are left out", err=True)
     report.write_outputs(rows, json_path, None)
