@@ -57,23 +57,27 @@ class ModelLocation:
             return ModelConfig.from_file(self.path)
         return _run_config(_read_meta(self.path)["config"], self.path).model_config_obj()
 
-    def load(self, seed: int = 0):
-        """A `HybridLM` in eval mode: the location's weights, or random weights drawn with `seed`."""
+    def load(self, seed: int = 0, dtype=None, device=None):
+        """A `HybridLM` in eval mode: the location's weights, or random weights drawn with `seed`; in `dtype`
+        (default float32; 'auto': the checkpoint's own) on `device` (default cpu), as `HybridLM.from_pretrained`."""
         import torch
 
+        from hybridlm.hf.load import AUTO, resolve_device, resolve_dtype
         from hybridlm.model import HybridLM
 
         if self.kind == "export":
-            return HybridLM.from_pretrained(self.path)
+            return HybridLM.from_pretrained(self.path, dtype=dtype, device=device)
+        target, dev = resolve_dtype(dtype), resolve_device(device)
         if self.kind == "checkpoint":
             from hybridlm.train import checkpoint as ckpt
 
             verified = ckpt.find_checkpoint(self.path)
             model = HybridLM(self.config())
             ckpt.load_checkpoint(verified, model, None, restore_rng=False)
-            return model.eval()
-        torch.manual_seed(seed)
-        return HybridLM(self.config()).eval()
+        else:
+            torch.manual_seed(seed)
+            model = HybridLM(self.config())
+        return model.to(device=dev, dtype=torch.float32 if target == AUTO else target).eval()
 
     def tokenizer(self) -> Path | None:
         """The tokenizer.json that goes with the weights: the export's own, the run's export's, else the one its

@@ -73,7 +73,7 @@ class HybridLM(nn.Module):
         # Zamba's shared blocks (used round-robin) and what each call owns; names as in checkpoints
         self.shared = nn.ModuleList(call_specs[0].build_blocks(cfg)) if call_specs else None
         self.calls = nn.ModuleList([s.build(cfg) for s in call_specs]) if call_specs else None
-        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.norm_f = make_norm(cfg.final_norm_kind, cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         # execution plan: ("call", j) or ("layer", i), in token order
         self._plan: list[tuple[str, int]] = []
@@ -257,18 +257,23 @@ class HybridLM(nn.Module):
         ids = torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
         return (ids, torch.stack(scores, dim=1)) if return_scores else ids
 
-    # ----- Hugging Face checkpoints -----
+    # ----- checkpoints -----
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> HybridLM:
-        """Load a transformers checkpoint directory (config.json + safetensors) of a supported family,
-        or a directory written by `save_pretrained`."""
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None) -> HybridLM:
+        """Load a checkpoint directory: transformers (Zamba2, Zamba, Mamba, Mamba2, Llama, Jamba), mamba_ssm,
+        Zyphra's BlackMamba, or one written by `save_pretrained`; safetensors (sharded too) or .bin.
+        Built on the meta device and filled tensor by tensor: host memory stays near one copy of the
+        weights in `dtype` (default float32; 'auto' keeps the checkpoint's) on `device` (default cpu)."""
         from hybridlm.hf import load_pretrained
 
-        return load_pretrained(directory)
+        return load_pretrained(directory, dtype, device)
 
-    def save_pretrained(self, directory: str | Path, format: str | None = None) -> Path:
-        """Write config.json + model.safetensors in the transformers layout of this architecture's family
-        (Zamba2, Zamba, Mamba, Mamba2, Llama), loadable with transformers' AutoModelForCausalLM."""
+    def save_pretrained(self, directory: str | Path, format: str | None = None,
+                        max_shard_size: int | str | None = None) -> Path:
+        """Write config.json + weights in `format`: by default the transformers layout of this architecture's
+        family (loadable with transformers' AutoModelForCausalLM) or hybridlm's own when none fits; also
+        'mamba_ssm' and 'blackmamba'. Safetensors are sharded at `max_shard_size` with an index."""
         from hybridlm.hf import save_pretrained
 
-        return save_pretrained(self, directory, format)
+        return save_pretrained(self, directory, format, max_shard_size)

@@ -56,6 +56,7 @@ def random_config(seed: int, small: bool = False) -> ModelConfig | None:
         "pad_vocab_multiple": rng.choice([1, 8, 16]),
         "tie_embeddings": rng.random() < 0.5,
         "norm": rng.choice(["rmsnorm", "layernorm"]),
+        "final_norm": rng.choice([None, "rmsnorm", "layernorm"]),
         "mamba1": {
             "d_state": rng.choice([4, 8]),
             "expand": rng.choice([1, 2]),
@@ -95,6 +96,7 @@ def random_config(seed: int, small: bool = False) -> ModelConfig | None:
             "gated": rng.random() < 0.5,
             "bias": rng.random() < 0.3,
             "router_bias": rng.random() < 0.3,
+            "router_activation": rng.choice(["softmax", "sigmoid"]),
         },
         "shared": {
             "n_blocks": rng.choice([1, 2]),

@@ -72,15 +72,21 @@ def test_known_published_totals():
 
 
 def test_blackmamba_total_and_active():
-    """BlackMamba 2.8B: 18 Mamba1 + 18 MoE (8 SwiGLU experts of 3872, top-1) layers, d 1472, vocab 50304, tied."""
+    """BlackMamba 2.8B as Zyphra released it: 18 Mamba1 + 18 MoE (8 SwiGLU experts of 3872, top-1, router with
+    bias) layers, d 1472, vocab 50304, tied, RMSNorm pre-norms and a final LayerNorm with bias."""
     d, di, n, r, f, vocab = 1472, 2944, 16, 92, 3872, 50304
     mamba = d * 2 * di + di * 4 + di + di * (r + 2 * n) + r * di + di + di * n + di + di * d + d
     expert = 3 * d * f
-    moe = 8 * expert + 8 * d + d
-    total = vocab * d + 18 * (mamba + moe) + d
+    moe = 8 * expert + (8 * d + 8) + d
+    total = vocab * d + 18 * (mamba + moe) + 2 * d
+    assert total == 2_783_213_584
     with torch.device("meta"):
         model = HybridLM(ModelConfig.from_preset("blackmamba-2.8b"))
     assert model.num_parameters() == total
-    active = total - 18 * 7 * expert
-    assert 0.62e9 < active < 0.64e9  # "630M active"
-    assert 2.7e9 < total < 2.9e9
+    assert sum(p.numel() for p in model.norm_f.parameters()) == 2 * d  # LayerNorm weight and bias
+    assert all(layer.mixer.router.bias is not None for layer in model.layers[1::2])
+    from hybridlm.plan import params
+
+    report = params(ModelConfig.from_preset("blackmamba-2.8b"))
+    assert report.total == total
+    assert report.active == total - 18 * 7 * expert == 628_770_832

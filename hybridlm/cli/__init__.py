@@ -35,6 +35,7 @@ def _root(
 
 # Stage registrations: each module owns its commands.
 from hybridlm.bench.cli import app as _bench_app  # noqa: E402
+from hybridlm.cli import convert as _convert  # noqa: E402
 from hybridlm.cli import generate as _generate  # noqa: E402
 from hybridlm.cli import models as _models  # noqa: E402
 from hybridlm.cli import quickstart as _quickstart  # noqa: E402
@@ -45,6 +46,7 @@ from hybridlm.train import cli as _train_cli  # noqa: E402
 _quickstart.register(app)  # quickstart
 _generate.register(app)  # generate
 _models.register(app)  # models
+_convert.register(app)  # convert
 _plan.register(app)  # plan
 app.add_typer(_data_app, name="data")
 _train_cli.register(app)  # train, anneal

@@ -13,13 +13,14 @@ from hybridlm.errors import HybridLMError
 console = Console(stderr=True)
 
 
-def load_model(source: str, seed: int = 0):
+def load_model(source: str, seed: int = 0, dtype: str | None = None, device=None):
     """The model at a location (`hybridlm.locate`): weights of an exported model, a checkpoint or a run directory;
-    random weights (seeded) for a preset or config file. Returns (model, where it came from)."""
+    random weights (seeded) for a preset or config file; in `dtype` (default float32; 'auto': a checkpoint's own) on
+    `device`. Returns (model, where it came from)."""
     from hybridlm.locate import locate
 
     loc = locate(source)
-    return loc.load(seed), loc.describe()
+    return loc.load(seed, dtype, device), loc.describe()
 
 
 def _parse_ids(text: str, what: str = "--prompt-ids") -> list[int]:
@@ -62,6 +63,10 @@ def generate(
         None, min=0, help="CPU threads (0: torch's default; default: 1 below 10M parameters, where one thread "
         "decodes fastest, else torch's default)."
     ),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's "
+                                              "own)."),
+    device: str = typer.Option(None, help="Device: cpu (default), cuda or cuda:N. With --nproc or torchrun each "
+                                          "rank uses its own."),
     nproc: int = typer.Option(1, "--nproc", min=1, max=64,
                               help="Local ranks to shard the sequence over (gloo on CPU, NCCL on GPUs)."),
     context_parallel: str = typer.Option(
@@ -82,6 +87,11 @@ def generate(
         raise HybridLMError(f"--context-parallel must be one of {', '.join(MODES)}, got {context_parallel!r}")
     if nproc > 1 and under_torchrun():
         raise HybridLMError("--nproc starts its own ranks; under torchrun leave it out")
+    from hybridlm.hf.load import resolve_device, resolve_dtype
+
+    resolve_dtype(dtype)  # a bad value is a one-line error here, not on every rank
+    if device is not None:
+        resolve_device(device)
     given = [name for name, v in (("--prompt", prompt), ("--prompt-ids", prompt_ids),
                                   ("--prompt-ids-file", prompt_ids_file)) if v is not None]
     if len(given) > 1:
@@ -115,7 +125,10 @@ def generate(
     sharded = nproc > 1 or under_torchrun() or context_parallel is not None
     request = {"source": source, "prompt_ids": ids, "max_new_tokens": max_new_tokens, "sample": sample,
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "threads": threads,
-               "context_parallel": (context_parallel or "tree") if sharded else None}
+               "context_parallel": (context_parallel or "tree") if sharded else None, "dtype": dtype,
+               "device": device}
+    if sharded and device is not None:
+        raise HybridLMError("--device applies to one process; with --nproc or torchrun each rank picks its own")
     if nproc > 1:
         answer = run_ranks("hybridlm.cli.generate_ranks", nproc, request)
     else:
@@ -128,7 +141,8 @@ def generate(
             dist.destroy_process_group()
         if answer is None:  # not rank 0 under torchrun: rank 0 prints
             return
-    console.print(f"[bold]{answer['describe']}[/] ({answer['parameters']:,} parameters, {answer['origin']})")
+    console.print(f"[bold]{answer['describe']}[/] ({answer['parameters']:,} parameters, {answer['origin']}, "
+                  f"{answer['placement']})")
     new = answer["new_ids"]
     result = {"prompt_ids": ids, "new_ids": new, "tokens_per_s": len(new) / answer["elapsed_s"]}
     if "comm_bytes" in answer:

@@ -18,11 +18,13 @@ from hybridlm.parallel.launch import join_group, under_torchrun, worker_main
 def generate_on_rank(request: dict) -> dict | None:
     """The answer on rank 0 (or without ranks); None on the other ranks."""
     mode = request["context_parallel"]
-    device = join_group() if mode is not None and (under_torchrun() or dist.is_initialized()) else torch.device("cpu")
+    if mode is not None and (under_torchrun() or dist.is_initialized()):
+        device = join_group()
+    else:
+        device = torch.device(request.get("device") or "cpu")
     if request["threads"]:
         torch.set_num_threads(request["threads"])
-    model, origin = load_model(request["source"], request["seed"])
-    model.to(device)
+    model, origin = load_model(request["source"], request["seed"], request.get("dtype"), device)
     cp = None
     if mode is not None:
         from hybridlm.parallel import ContextParallel
@@ -32,7 +34,9 @@ def generate_on_rank(request: dict) -> dict | None:
     out = model.generate(torch.tensor([request["prompt_ids"]], device=device), max_new_tokens=request["max_new_tokens"],
                          do_sample=request["sample"], temperature=request["temperature"], top_k=request["top_k"],
                          top_p=request["top_p"], seed=request["seed"], context_parallel=cp)
+    param = next(model.parameters())
     answer = {"describe": model.config.describe(), "parameters": model.num_parameters(), "origin": origin,
+              "placement": f"{str(param.dtype).removeprefix('torch.')} on {param.device}",
               "new_ids": out[0, len(request["prompt_ids"]):].tolist(), "elapsed_s": time.perf_counter() - start}
     if cp is not None:
         counts = cp.comm_bytes()

@@ -170,7 +170,9 @@ class MLPConfig(_Section):
 
 
 class MoEConfig(_Section):
-    """Top-k routed experts (softmax router). `normalize_topk` renormalizes the k kept weights to sum to 1.
+    """Top-k routed experts. The router scores experts with `router_activation` of its logits: 'softmax'
+    (Mixtral, Jamba) or 'sigmoid' (BlackMamba's inference routing: each kept expert's output is scaled by
+    its own sigmoid score). `normalize_topk` renormalizes the k kept scores to sum to 1.
     `aux_loss_coef` weights the Switch-style load-balancing loss E * sum_i f_i P_i."""
 
     n_experts: int = 8
@@ -180,6 +182,7 @@ class MoEConfig(_Section):
     gated: bool = True
     bias: bool = False
     router_bias: bool = False
+    router_activation: Literal["softmax", "sigmoid"] = "softmax"
     normalize_topk: bool = False
     aux_loss_coef: float = 0.01
 
@@ -243,6 +246,7 @@ class ModelConfig(_Section):
     pad_vocab_multiple: int = 1
     tie_embeddings: bool = True
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    final_norm: Literal["rmsnorm", "layernorm"] | None = None  # None: same as `norm` (BlackMamba: layernorm)
     norm_eps: float = 1e-5
     max_seq_len: int = 4096
     init_std: float = 0.02
@@ -287,6 +291,11 @@ class ModelConfig(_Section):
         return sum(KINDS[t].call for t in self.tokens)
 
     # ----- derived sizes -----
+    @property
+    def final_norm_kind(self) -> str:
+        """The norm before the LM head: `final_norm`, or `norm` when that is unset."""
+        return self.final_norm or self.norm
+
     @property
     def padded_vocab_size(self) -> int:
         m = self.pad_vocab_multiple
@@ -365,9 +374,9 @@ class ModelConfig(_Section):
                               f"{str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields")
-        if "model_type" in data:
-            from hybridlm.hf import config_from_hf
+        from hybridlm.hf import checkpoint_format, config_from_hf
 
+        if checkpoint_format(data) is not None:  # a checkpoint's config.json in any supported format
             return config_from_hf(data)
         if "model" in data and isinstance(data["model"], dict) and "d_model" not in data:
             data = data["model"]  # a run config with a model section

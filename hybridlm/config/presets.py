@@ -64,14 +64,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "tie_embeddings": True,
         "mamba2": {"d_state": 128, "headdim": 64, "ngroups": 1, "chunk_size": 256},
     },
-    # --- BlackMamba (Mamba1 + MoE, alternating) ---
+    # --- BlackMamba (Mamba1 + MoE, alternating; Zyphra's release: RMSNorm blocks but a final LayerNorm with
+    # bias, a router with bias, top-1 expert scaled by its sigmoid score) ---
     "blackmamba-2.8b": {
         "d_model": 1472,
         "layers": "(r e)*18",
         "vocab_size": 50304,
         "tie_embeddings": True,
+        "final_norm": "layernorm",
         "mamba1": {"d_state": 16, "expand": 2},
-        "moe": {"n_experts": 8, "top_k": 1, "ffn_dim": 3872, "activation": "silu", "gated": True},
+        "moe": {"n_experts": 8, "top_k": 1, "ffn_dim": 3872, "activation": "silu", "gated": True,
+                "router_bias": True, "router_activation": "sigmoid"},
     },
     # --- Jamba-v0.1: attention every 8th layer (offset 4), MoE every 2nd (offset 1) ---
     "jamba-v0.1": {
@@ -131,8 +134,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "moe-tiny": {"d_model": 64, "layers": "(a e)*3", "vocab_size": 512,
                  "attention": {"n_heads": 4}, "moe": {"n_experts": 4, "top_k": 2, "ffn_dim": 96,
                                                      "normalize_topk": True}},
-    "blackmamba-tiny": {"d_model": 64, "layers": "(r e)*3", "vocab_size": 512,
-                        "mamba1": {"d_state": 8}, "moe": {"n_experts": 4, "top_k": 1, "ffn_dim": 96}},
+    "blackmamba-tiny": {"d_model": 64, "layers": "(r e)*3", "vocab_size": 512, "final_norm": "layernorm",
+                        "mamba1": {"d_state": 8}, "moe": {"n_experts": 4, "top_k": 1, "ffn_dim": 96,
+                                                          "router_bias": True, "router_activation": "sigmoid"}},
     "jamba-tiny": {"d_model": 64, "layers": "r f r e a f r e", "vocab_size": 512, "tie_embeddings": False,
                    "mamba1": {"d_state": 8, "inner_norms": True},
                    "attention": {"n_heads": 4, "n_kv_heads": 2, "rope": False},

@@ -17,4 +17,5 @@ def resolve_config(source: str) -> ModelConfig:
 
 def is_checkpoint_dir(source: str) -> bool:
     path = Path(source)
-    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    return path.is_dir() and (path / "config.json").is_file() and any(
+        any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin"))

@@ -1,6 +1,8 @@
 """transformers' MambaForCausalLM (Mamba1) and Mamba2ForCausalLM <-> HybridLM.
 
-Mamba1: our x_proj / dt_proj / A_log / D carry a leading head axis of size 1."""
+Mamba1: our x_proj / dt_proj / A_log / D carry a leading head axis of size 1. The Mamba1 mixer's names are
+mamba_ssm's, which transformers' Mamba and Jamba, mamba_ssm checkpoints and BlackMamba all use, so
+`mamba1_mixer_from` / `mamba1_mixer_to` serve them all."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from hybridlm.hf.io import take
 from hybridlm.kinds import MAMBA1, MAMBA2
 
 _M1_SAME = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "out_proj.weight", "out_proj.bias")
+_M1_INNER_NORMS = {"inner_norms.dt.weight": "dt_layernorm.weight", "inner_norms.B.weight": "b_layernorm.weight",
+                   "inner_norms.C.weight": "c_layernorm.weight"}  # Jamba
 _M2_SAME = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
             "norm.weight", "out_proj.weight", "out_proj.bias")
 
@@ -82,21 +86,46 @@ def config_to_hf(cfg: ModelConfig, mamba2: bool) -> dict:
             "time_step_max": m1.dt_max, "time_step_floor": m1.dt_init_floor}
 
 
+def mamba1_mixer_from(sd: dict, src: str, dst: str) -> dict:
+    """One single-head Mamba1 mixer in mamba_ssm's names (shared by transformers' Mamba and Jamba, mamba_ssm
+    and BlackMamba) under prefix `src` -> ours under `dst`; Jamba's inner norms when present."""
+    out = {dst + name: take(sd, src + name) for name in _M1_SAME if src + name in sd}
+    out[dst + "x_proj"] = take(sd, src + "x_proj.weight")[None]
+    out[dst + "dt_proj"] = take(sd, src + "dt_proj.weight")[None]
+    out[dst + "dt_proj_bias"] = take(sd, src + "dt_proj.bias")[None]
+    out[dst + "A_log"] = take(sd, src + "A_log")[None]
+    out[dst + "D"] = take(sd, src + "D")[None]
+    for ours, theirs in _M1_INNER_NORMS.items():
+        if src + theirs in sd:
+            out[dst + ours] = take(sd, src + theirs)
+    return out
+
+
+def mamba1_mixer_to(sd: dict, src: str, dst: str) -> dict:
+    """The inverse of `mamba1_mixer_from`: our mixer under `src` -> mamba_ssm's names under `dst`."""
+    out = {dst + name: sd[src + name] for name in _M1_SAME if src + name in sd}
+    out[dst + "x_proj.weight"] = sd[src + "x_proj"][0]
+    out[dst + "dt_proj.weight"] = sd[src + "dt_proj"][0]
+    out[dst + "dt_proj.bias"] = sd[src + "dt_proj_bias"][0]
+    out[dst + "A_log"] = sd[src + "A_log"][0]
+    out[dst + "D"] = sd[src + "D"][0]
+    for ours, theirs in _M1_INNER_NORMS.items():
+        if src + ours in sd:
+            out[dst + theirs] = sd[src + ours]
+    return out
+
+
 def state_from_hf(sd: dict, cfg: ModelConfig, mamba2: bool) -> dict:
     out = {"embed.weight": take(sd, "backbone.embeddings.weight"), "norm_f.weight": take(sd, "backbone.norm_f.weight")}
     for i in range(cfg.n_layers):
         src, dst = f"backbone.layers.{i}.", f"layers.{i}."
         out[dst + "norm.weight"] = take(sd, src + "norm.weight")
-        for name in (_M2_SAME if mamba2 else _M1_SAME):
-            if src + "mixer." + name in sd:
-                out[dst + "mixer." + name] = take(sd, src + "mixer." + name)
-        if not mamba2:
-            m = src + "mixer."
-            out[dst + "mixer.x_proj"] = take(sd, m + "x_proj.weight")[None]
-            out[dst + "mixer.dt_proj"] = take(sd, m + "dt_proj.weight")[None]
-            out[dst + "mixer.dt_proj_bias"] = take(sd, m + "dt_proj.bias")[None]
-            out[dst + "mixer.A_log"] = take(sd, m + "A_log")[None]
-            out[dst + "mixer.D"] = take(sd, m + "D")[None]
+        if mamba2:
+            for name in _M2_SAME:
+                if src + "mixer." + name in sd:
+                    out[dst + "mixer." + name] = take(sd, src + "mixer." + name)
+        else:
+            out.update(mamba1_mixer_from(sd, src + "mixer.", dst + "mixer."))
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = take(sd, "lm_head.weight")
     sd.pop("lm_head.weight", None)
@@ -108,16 +137,12 @@ def state_to_hf(sd: dict, cfg: ModelConfig, mamba2: bool) -> dict:
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"backbone.layers.{i}."
         out[dst + "norm.weight"] = sd[src + "norm.weight"]
-        for name in (_M2_SAME if mamba2 else _M1_SAME):
-            if src + "mixer." + name in sd:
-                out[dst + "mixer." + name] = sd[src + "mixer." + name]
-        if not mamba2:
-            m = src + "mixer."
-            out[dst + "mixer.x_proj.weight"] = sd[m + "x_proj"][0]
-            out[dst + "mixer.dt_proj.weight"] = sd[m + "dt_proj"][0]
-            out[dst + "mixer.dt_proj.bias"] = sd[m + "dt_proj_bias"][0]
-            out[dst + "mixer.A_log"] = sd[m + "A_log"][0]
-            out[dst + "mixer.D"] = sd[m + "D"][0]
+        if mamba2:
+            for name in _M2_SAME:
+                if src + "mixer." + name in sd:
+                    out[dst + "mixer." + name] = sd[src + "mixer." + name]
+        else:
+            out.update(mamba1_mixer_to(sd, src + "mixer.", dst + "mixer."))
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     return out

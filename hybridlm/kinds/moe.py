@@ -30,7 +30,7 @@ class MoEKind(LayerKind):
 
         m = cfg.moe
         return MoE(cfg.d_model, cfg.moe_ffn_dim, m.n_experts, m.top_k, m.activation, m.gated, m.bias, m.router_bias,
-                   m.normalize_topk)
+                   m.normalize_topk, m.router_activation)
 
     def run(self, module, h, cache, offset, segments=None):
         return module(h)  # (output, load-balancing loss); position-wise: segments do not matter

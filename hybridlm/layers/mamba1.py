@@ -46,7 +46,10 @@ class Mamba1(nn.Module):
     @torch.no_grad()
     def reset_ssm_parameters(self) -> None:
         """mamba_ssm's init: x_proj like nn.Linear, dt_proj uniform(+-rank^-0.5), dt bias = softplus^-1 of a
-        log-uniform dt, A = 1..N per channel (S4D-real), D = 1."""
+        log-uniform dt, A = 1..N per channel (S4D-real), D = 1. Nothing to set on the meta device (a model
+        built to be loaded), where these ops would load torch's Python meta kernels (~70 MB)."""
+        if self.A_log.is_meta:
+            return
         dt_min, dt_max, floor = self._dt_init
         bound = self.headdim ** -0.5
         nn.init.uniform_(self.x_proj, -bound, bound)

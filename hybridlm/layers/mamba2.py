@@ -41,7 +41,10 @@ class Mamba2(nn.Module):
 
     @torch.no_grad()
     def reset_ssm_parameters(self) -> None:
-        """mamba_ssm's init: dt log-uniform in [dt_min, dt_max] (stored as softplus^-1), A = 1..H, D = 1."""
+        """mamba_ssm's init: dt log-uniform in [dt_min, dt_max] (stored as softplus^-1), A = 1..H, D = 1.
+        Nothing to set on the meta device (see Mamba1.reset_ssm_parameters)."""
+        if self.A_log.is_meta:
+            return
         dt_min, dt_max, floor = self._dt_init
         dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=floor)

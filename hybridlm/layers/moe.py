@@ -1,4 +1,4 @@
-"""Mixture of experts with a softmax top-k router and a Switch-style load-balancing loss.
+"""Mixture of experts with a top-k router (softmax or sigmoid scores) and a Switch-style load-balancing loss.
 
 Experts are stored stacked (E, out, in) so one parameter holds all experts of a layer; each
 expert runs on the tokens routed to it (no capacity limit, no dropped tokens)."""
@@ -15,9 +15,11 @@ from hybridlm.layers.mlp import ACTIVATIONS
 
 class MoE(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, n_experts: int, top_k: int, activation: str = "silu",
-                 gated: bool = True, bias: bool = False, router_bias: bool = False, normalize_topk: bool = False):
+                 gated: bool = True, bias: bool = False, router_bias: bool = False, normalize_topk: bool = False,
+                 router_activation: str = "softmax"):
         super().__init__()
         self.n_experts, self.top_k, self.gated, self.normalize_topk = n_experts, top_k, gated, normalize_topk
+        self.router_activation = router_activation
         self.act = ACTIVATIONS[activation]
         self.router = nn.Linear(dim, n_experts, bias=router_bias)
         up_rows = 2 * ffn_dim if gated else ffn_dim
@@ -28,12 +30,23 @@ class MoE(nn.Module):
         for w in (self.up, self.down):
             nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]), a=math.sqrt(5))
 
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(router probabilities (T, E) for the balancing loss, the k kept scores (T, k), their experts (T, k)).
+        Sigmoid scores are independent per expert; their per-token normalization is the loss's distribution."""
+        logits = self.router(x).float()
+        if self.router_activation == "sigmoid":
+            scores = torch.sigmoid(logits)
+            probs = scores / scores.sum(-1, keepdim=True)
+        else:
+            scores = probs = torch.softmax(logits, dim=-1)
+        weights, experts = scores.topk(self.top_k, dim=-1)
+        return probs, weights, experts
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (output, load-balancing loss E * sum_e f_e * P_e; 1.0 when perfectly balanced)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        probs = torch.softmax(self.router(x).float(), dim=-1)  # (T, E)
-        weights, experts = probs.topk(self.top_k, dim=-1)  # (T, k)
+        probs, weights, experts = self.route(x)
         if self.normalize_topk:
             weights = weights / weights.sum(-1, keepdim=True)
         weights = weights.to(x.dtype)

@@ -45,7 +45,7 @@ def params(cfg: ModelConfig) -> ParamReport:
     comp: dict[str, int] = {
         "embedding": vocab * d,
         "lm_head": 0 if cfg.tie_embeddings else vocab * d,
-        "norms": norm_params(cfg.norm, d),  # final norm
+        "norms": norm_params(cfg.final_norm_kind, d),  # final norm
     }
     per_layer: list[dict] = []
     inactive = 0
