@@ -180,3 +180,14 @@ def test_location_mistakes_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("model: no-such.yaml\n")
     one_line_error(capsys, "train", tmp_path / "bad.yaml", "-o", tmp_path / "o", contains=("model:", "no-such.yaml"))
     one_line_error(capsys, "plan", tmp_path / "empty", contains=("not a model",))
+
+
+def test_convert_reads_a_run_and_keeps_its_tokenizer(run, tmp_path, capsys):
+    from hybridlm import HybridLM
+
+    res = run_cli(capsys, "convert", run / "checkpoints" / "step_00000004", tmp_path / "native", "--to", "hybridlm")
+    assert res.code == 0, res
+    assert (tmp_path / "native" / "tokenizer.json").read_bytes() == (run / "final" / "tokenizer.json").read_bytes()
+    a, b = HybridLM.from_pretrained(tmp_path / "native"), HybridLM.from_pretrained(run / "final")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    one_line_error(capsys, "convert", "zamba2-tiny", tmp_path / "x", "--to", "hf", contains=("without weights",))
