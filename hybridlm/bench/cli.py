@@ -113,11 +113,12 @@ def blocks(
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
         r = records[0]
-        varied = [k for k in ("d_model", "batch", "threads") if len({x[k] for x in records}) > 1]
+        # colour: the block (with any other varied setting); line style: the first of pass / threads that varies
+        varied = [k for k in ("pass", "threads", "d_model", "batch") if len({x[k] for x in records}) > 1]
+        style = varied.pop(0) if varied and varied[0] in ("pass", "threads") else None
         rows = [{**x, "block": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
-        several_passes = len({x["pass"] for x in records}) > 1
         report.plot_series(
-            rows, x="seq_len", y="tokens_per_s", group="block", style="pass" if several_passes else None,
+            rows, x="seq_len", y="tokens_per_s", group="block", style=style,
             path=plot, logx=True, logy=True, xlabel="sequence length (tokens)", ylabel="tokens/s",
             title=f"block throughput ({r['config']}{', ' + r['set'] if r.get('set') else ''}, {r['device']}, "
             f"{r['dtype']})",
@@ -148,7 +149,7 @@ def _blocks_table(records: list[report.Record]) -> None:
 
 
 def _label(key: str, value: object) -> str:
-    return f"{ {'d_model': 'd', 'batch': 'b', 'threads': 't'}[key] }={value}"
+    return str(value) if key == "pass" else f"{ {'d_model': 'd', 'batch': 'b', 'threads': 't'}[key] }={value}"
 
 
 def _parse_overrides(items: list[str]) -> dict:

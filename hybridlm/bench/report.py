@@ -120,9 +120,12 @@ def plot_series(
     """Draw `series_figure(...)` into `path` (PNG)."""
     import matplotlib.pyplot as plt
 
+    from matplotlib.legend import Legend
+
     fig = series_figure(records, x=x, y=y, group=group, title=title, xlabel=xlabel, ylabel=ylabel, logx=logx,
                         logy=logy, marks=marks, style=style)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, Legend)]
+    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=legends)  # the legends beside the axes too
     plt.close(fig)
 
 
