@@ -300,49 +300,125 @@ def filter_cmd(
     )
 
 
+def _sbatch_args(items: list[str]) -> dict | None:
+    return _kv(items, str, "--slurm-sbatch-arg") if items else None
+
+
 @app.command()
 def dedup(
     inputs: list[Path] = INPUTS,
     output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for kept/, removed/, report.json."),
     text_key: str = TEXT_KEY,
     max_doc_bytes: int | None = MAX_DOC_BYTES,
-    threshold: float = typer.Option(
-        0.8, "--threshold", help="Jaccard similarity that makes two documents duplicates."
+    preset: str = typer.Option(
+        "default", "--preset", help="default (verified default), zyda1 (word 13-grams, 32x4 bands) or zyda2 "
+        "(char 25-grams, 8x16 bands, cross-dataset only); the options below override it."
     ),
-    verify: bool = typer.Option(
-        False, "--verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Jaccard similarity that makes two documents duplicates (default: 0.8)."
     ),
-    ngram: int = typer.Option(13, "--ngram", help="Shingle size (words or characters)."),
-    shingle: str = typer.Option("word", "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams."),
-    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    verify: bool | None = typer.Option(
+        None, "--verify/--no-verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."
+    ),
+    ngram: int | None = typer.Option(None, "--ngram", help="Shingle size (words or characters; default: 13)."),
+    shingle: str | None = typer.Option(
+        None, "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams (default: word)."
+    ),
+    num_perm: int | None = typer.Option(None, "--num-perm", help="MinHash permutations (default: 128)."),
     bands: int | None = typer.Option(None, "--bands", help="LSH bands (default: chosen from --threshold)."),
     rows: int | None = typer.Option(None, "--rows", help="Rows per band (default: chosen from --threshold)."),
     rank: list[str] = typer.Option(
         [], "--rank", help="Source names, best first (repeat or comma-separate; default: input order)."
     ),
-    cross_only: bool = typer.Option(
-        False, "--cross-only", help="Only remove duplicates across datasets (Zyda-2)."
+    cross_only: bool | None = typer.Option(
+        None, "--cross-only/--within-too", help="Only remove duplicates across datasets (Zyda-2)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the MinHash permutations."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the MinHash permutations (default: 0)."),
+    memory: str = typer.Option("1G", "--memory", help="Memory budget per task (e.g. 512M, 4G)."),
+    band_tasks: int | None = typer.Option(
+        None, "--band-tasks", help="Tasks for the bucket stage (ranges of bands; default: --workers or all cores)."
+    ),
     workers: int | None = WORKERS,
     top_clusters: int = typer.Option(10, help="Largest clusters listed with examples in the report."),
-    engine: str = typer.Option(
-        "local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."
+    executor: str = typer.Option(
+        "processes", "--executor", help="processes (this machine's cores), or datatrove's local, slurm or ray."
     ),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="slurm: partition (required)."),
+    slurm_time: str | None = typer.Option(None, "--slurm-time", help="slurm: time limit per job, e.g. 4:00:00."),
+    slurm_qos: str | None = typer.Option(None, "--slurm-qos", help="slurm: quality of service."),
+    slurm_job_name: str | None = typer.Option(None, "--slurm-job-name", help="slurm: job name prefix."),
+    slurm_env_command: str | None = typer.Option(
+        None, "--slurm-env-command", help="slurm: shell command that sets up Python in each job."
+    ),
+    slurm_venv: str | None = typer.Option(None, "--slurm-venv", help="slurm: virtualenv to activate in each job."),
+    slurm_sbatch_arg: list[str] = typer.Option(
+        [], "--slurm-sbatch-arg", help="slurm: extra sbatch directive KEY=VALUE (repeatable)."
+    ),
+    cpus_per_task: int | None = typer.Option(None, "--cpus-per-task", help="slurm/ray: CPUs per task."),
+    mem_per_cpu_gb: float | None = typer.Option(None, "--mem-per-cpu-gb", help="slurm/ray: memory per CPU (GB)."),
+    tasks_per_job: int | None = typer.Option(None, "--tasks-per-job", help="slurm/ray: tasks run by one job."),
+    engine: str | None = typer.Option(None, "--engine", hidden=True, help="Deprecated: --executor local."),
 ) -> None:
-    """MinHash-LSH near-deduplication within and across datasets; writes kept/, removed/, report.json, a plot."""
+    """MinHash-LSH near-deduplication within and across datasets; writes kept/, removed/, report.json, a plot.
+
+    Out of core: each task keeps within --memory; runs on this machine's cores or on datatrove's executors."""
     _limit(max_doc_bytes)
     from hybridlm.data.dedup import DedupConfig, run_dedup
 
-    cfg = DedupConfig(threshold, num_perm, ngram, shingle, bands, rows, verify, cross_only, seed)
-    if engine == "datatrove":
-        from hybridlm.data.dt_steps import run_dedup_datatrove
-
-        rep = run_dedup_datatrove(inputs, output_dir, text_key, cfg, rank, workers=workers)
-    elif engine == "local":
-        rep = run_dedup(inputs, output_dir, text_key, cfg, rank, workers, top_clusters, quiet=False)
-    else:
-        raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r}")
+    if engine is not None:
+        if engine not in ("local", "datatrove"):
+            raise DataError(f"--engine must be 'local' or 'datatrove', not {engine!r} (prefer --executor)")
+        executor = "local" if engine == "datatrove" else "processes"
+    cfg = DedupConfig.preset(
+        preset,
+        threshold=threshold,
+        num_perm=num_perm,
+        ngram=ngram,
+        shingle=shingle,
+        bands=bands,
+        rows=rows,
+        verify=verify,
+        cross_only=cross_only,
+        seed=seed,
+    )
+    options = {
+        "slurm": {
+            "partition": slurm_partition,
+            "time": slurm_time,
+            "qos": slurm_qos,
+            "job_name": slurm_job_name,
+            "env_command": slurm_env_command,
+            "venv_path": slurm_venv,
+            "sbatch_args": _sbatch_args(slurm_sbatch_arg),
+            "cpus_per_task": cpus_per_task,
+            "mem_per_cpu_gb": None if mem_per_cpu_gb is None else int(mem_per_cpu_gb),
+            "tasks_per_job": tasks_per_job,
+        },
+        "ray": {"cpus_per_task": cpus_per_task, "mem_per_cpu_gb": mem_per_cpu_gb, "tasks_per_job": tasks_per_job},
+    }.get(executor, {})
+    given = [k for k, v in options.items() if v is not None]
+    if executor not in ("slurm", "ray") and (slurm_partition or slurm_time or cpus_per_task or tasks_per_job):
+        raise DataError("--slurm-* / --cpus-per-task / --tasks-per-job need --executor slurm or ray")
+    rep = run_dedup(
+        inputs,
+        output_dir,
+        text_key,
+        cfg,
+        rank,
+        workers,
+        top_clusters,
+        quiet=False,
+        memory=memory,
+        band_tasks=band_tasks,
+        executor=executor,
+        executor_options={k: options[k] for k in given},
+    )
+    if rep.get("submitted"):
+        out_console.print(
+            f"submitted {len(rep['jobs'])} Slurm jobs ({', '.join(map(str, rep['jobs']))}); "
+            f"the report will be {rep['report']}; logs in {rep['logs']}"
+        )
+        return
     p = rep["params"]
     out_console.print(
         f"dedup ({p['shingle']} {p['ngram']}-grams, {p['num_perm']} perms, {p['bands']}x{p['rows']} bands, "
@@ -361,8 +437,12 @@ def dedup(
         f"{rep['removed_documents']:,}",
     )
     out_console.print(t)
-    out_console.print(f"{rep['clusters']:,} duplicate clusters; report: {output_dir / 'report.json'}")
-    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"))
+    ex = rep["execution"]
+    out_console.print(
+        f"{rep['clusters']:,} duplicate clusters; peak RSS per task {max(ex['peak_rss_mb'].values()):.0f} MB "
+        f"(budget {ex['memory_budget_mb']:.0f} MB); report: {output_dir / 'report.json'}"
+    )
+    _print_rejects(rep["rejected_records"], rep["reject_examples"], str(output_dir / "rejects"), rep["empty_files"])
 
 
 @app.command("pack")

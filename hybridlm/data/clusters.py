@@ -10,53 +10,71 @@ from pathlib import Path
 import numpy as np
 
 
-def candidate_pairs(
-    keys: np.ndarray, valid: np.ndarray, source: np.ndarray | None = None, max_all_pairs: int = 32
+def bucket_pairs(
+    keys: np.ndarray, docs: np.ndarray, source: np.ndarray | None = None, max_all_pairs: int = 32
 ) -> np.ndarray:
-    """Unique `(i, j)` pairs (i < j) of documents sharing a bucket in any band.
+    """Candidate pairs `(i, j)`, i < j, from one band's bucket entries sorted by (key, document).
 
     A bucket of up to `max_all_pairs` documents gives all its pairs; a larger one (e.g. thousands of copies of a
     boilerplate page) gives each member paired with the bucket's first member, its predecessor, and the first
-    member of every other source, which connects the same components without quadratic cost.
-    With `source`, only pairs from different sources are returned (cross-dataset mode).
+    member of every source, which connects the same components without quadratic cost. With `source` (aligned
+    with `docs`), only pairs from different sources are returned (cross-dataset mode). Not deduplicated.
     """
+    if len(keys) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    brk = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(keys)]])
+    sizes = ends - starts
+    out: list[np.ndarray] = []
+    two = starts[sizes == 2]
+    if len(two):
+        out.append(np.stack([two, two + 1], axis=1))
+    for s, e in zip(starts[sizes > 2].tolist(), ends[sizes > 2].tolist(), strict=False):
+        members = np.arange(s, e)
+        if e - s <= max_all_pairs:
+            out.append(np.array(list(itertools.combinations(range(s, e), 2)), dtype=np.int64))
+        else:
+            pairs = [
+                np.stack([np.full(len(members) - 1, s), members[1:]], axis=1),
+                np.stack([members[:-1], members[1:]], axis=1),
+            ]
+            if source is not None:
+                _, first = np.unique(source[s:e], return_index=True)
+                for h in (first + s).tolist():
+                    pairs.append(np.stack([np.full(len(members), h), members], axis=1))
+            out.append(np.concatenate(pairs))
+    if not out:
+        return np.empty((0, 2), dtype=np.int64)
+    pos = np.concatenate(out)
+    if source is not None:
+        pos = pos[source[pos[:, 0]] != source[pos[:, 1]]]
+    p = np.sort(docs[pos].astype(np.int64), axis=1)
+    return p[p[:, 0] != p[:, 1]]
+
+
+def candidate_pairs(
+    keys: np.ndarray, valid: np.ndarray, source: np.ndarray | None = None, max_all_pairs: int = 32
+) -> np.ndarray:
+    """Unique `(i, j)` pairs (i < j) of documents sharing a bucket in any band (`keys` is `(n, bands)`); see
+    `bucket_pairs` for the rule inside one bucket."""
     idx_valid = np.flatnonzero(valid)
     out: list[np.ndarray] = []
     for j in range(keys.shape[1]):
         k = keys[idx_valid, j]
         order = np.argsort(k, kind="stable")
-        sk, docs = k[order], idx_valid[order]
-        if len(sk) < 2:
-            continue
-        brk = np.flatnonzero(sk[1:] != sk[:-1]) + 1
-        starts = np.concatenate([[0], brk])
-        ends = np.concatenate([brk, [len(sk)]])
-        sizes = ends - starts
-        two = starts[sizes == 2]
-        if len(two):
-            out.append(np.stack([docs[two], docs[two + 1]], axis=1))
-        for s, e in zip(starts[sizes > 2].tolist(), ends[sizes > 2].tolist(), strict=False):
-            members = docs[s:e]
-            if e - s <= max_all_pairs:
-                out.append(np.array(list(itertools.combinations(members.tolist(), 2)), dtype=np.int64))
-            else:
-                pairs = [
-                    np.stack([np.full(len(members) - 1, members[0]), members[1:]], axis=1),
-                    np.stack([members[:-1], members[1:]], axis=1),
-                ]
-                if source is not None:
-                    _, first = np.unique(source[members], return_index=True)
-                    for h in members[first]:
-                        pairs.append(np.stack([np.full(len(members), h), members], axis=1))
-                out.append(np.concatenate(pairs))
+        docs = idx_valid[order]
+        out.append(bucket_pairs(k[order], docs, None if source is None else source[docs], max_all_pairs))
     if not out:
         return np.empty((0, 2), dtype=np.int64)
-    p = np.concatenate(out).astype(np.int64)
-    p = np.sort(p, axis=1)
-    p = p[p[:, 0] != p[:, 1]]
-    if source is not None:
-        p = p[source[p[:, 0]] != source[p[:, 1]]]
-    return np.unique(p, axis=0)
+    return unique_pairs(np.concatenate(out))
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Sorted unique rows of an `(m, 2)` array of document pairs."""
+    if not len(pairs):
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(pairs, axis=0)
 
 
 def jaccard_sorted(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,25 +86,24 @@ def jaccard_sorted(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def connected_components(n: int, edges: np.ndarray) -> np.ndarray:
-    """Union-find over `edges`; returns for each node the smallest node index of its component."""
-    parent = np.arange(n, dtype=np.int64)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in edges.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            if ra < rb:
-                parent[rb] = ra
-            else:
-                parent[ra] = rb
-    return np.array([find(i) for i in range(n)], dtype=np.int64)
+    """For each node 0..n-1, the smallest node index of its component (vectorised hooking + pointer jumping:
+    every label is a node of the same component no larger than the node, so the fixed point is the minimum)."""
+    labels = np.arange(n, dtype=np.int64)
+    if not len(edges):
+        return labels
+    u, v = edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64)
+    while True:
+        lu, lv = labels[u], labels[v]
+        differ = lu != lv
+        if not differ.any():
+            return labels
+        lo, hi = np.minimum(lu[differ], lv[differ]), np.maximum(lu[differ], lv[differ])
+        np.minimum.at(labels, hi, lo)  # hook the larger label under the smaller
+        while True:  # pointer jumping until every node points at a root
+            nxt = labels[labels]
+            if (nxt == labels).all():
+                break
+            labels = nxt
 
 
 def apply_keep_rule(
@@ -137,27 +154,33 @@ def size_histograms(
 
 
 def plot_histograms(hist: dict[str, dict[int, int]], path: Path) -> Path | None:
-    """Log-log plot of number of clusters vs cluster size, one series per dataset (as in the Zyda-2 analysis)."""
-    import matplotlib
+    """Log-log plot of number of clusters vs cluster size, one series per dataset (as in the Zyda-2 analysis).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare `Figure` with fixed margins (no pyplot, no layout pass): a third of the time, which matters
+    for a command that otherwise finishes in seconds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig = Figure(figsize=(6, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.14, 0.13, 0.82, 0.78))
     drawn = False
     for name, h in hist.items():
         if h:
             xs = sorted(h)
             ax.loglog(xs, [h[x] for x in xs], marker="o", linestyle="-", label=name)
             drawn = True
+    if drawn:  # plain numbers (2, 5, 10, 20, ...) rather than 2x10^0 on these short log axes
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
     ax.set_xlabel("cluster size (documents)")
     ax.set_ylabel("number of clusters")
-    ax.set_title("Duplicate cluster sizes per dataset")
+    ax.set_title("Duplicate cluster sizes per dataset" + ("" if drawn else " (no duplicates found)"))
     if drawn:
         ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -1,10 +1,11 @@
 """MinHash-LSH near-deduplication within and across datasets (the `dedup` stage).
 
-Stages (each restartable; 1 and 3 run one shard per input file over all cores):
-1. signatures: per file, MinHash signatures (and, with `verify`, the sorted shingle-hash sets) -> `.work/sig/`.
-2. clusters: band keys -> candidate pairs -> optional exact-Jaccard check -> connected components -> keep rule.
-3. write: per file, kept records to `OUTPUT/kept/`, removed ones (with `dedup_cluster_id`, `dedup_kept_id`) to
-   `OUTPUT/removed/`; then `OUTPUT/report.json` and `OUTPUT/cluster_sizes.png`.
+Two paths share one core (`hybridlm.data.minhash`, `hybridlm.data.clusters`):
+- in memory: `dedup_texts` / `find_clusters` on lists of texts or signatures (the reference, and small jobs);
+- on disk: `run_dedup` on files, as the tasks of `hybridlm.data.dedup_tasks` (signatures -> buckets by band range
+  -> components -> write -> report), each task's memory bounded by `memory` bytes and resumable; they run on this
+  machine's cores (a process pool) or on datatrove's Local, Slurm or Ray executors (`executor=`).
+Both keep and remove the same documents.
 
 A document is identified as `SOURCE/RELPATH:LINE`; a source is one input argument (file or directory). The keep
 rule is in `hybridlm.data.clusters.apply_keep_rule`: the highest-ranked source wins (`rank`, default the order of
@@ -14,25 +15,59 @@ the inputs), ties go to the earliest document in input order.
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from hybridlm.data.clusters import (
-    apply_keep_rule,
-    candidate_pairs,
-    connected_components,
-    jaccard_sorted,
-    plot_histograms,
-    size_histograms,
-)
-from hybridlm.data.engine import run_shards
+from hybridlm.data.clusters import apply_keep_rule, candidate_pairs, connected_components, jaccard_sorted
 from hybridlm.data.errors import DataError
-from hybridlm.data.io import InputFile, JsonlWriter, RejectLog, check_text_field, expand_inputs, iter_records
+from hybridlm.data.io import (
+    JSONL_SUFFIXES,
+    InputFile,
+    check_text_field,
+    count_lines,
+    default_max_doc_bytes,
+    expand_inputs,
+)
 from hybridlm.data.minhash import MinHasher, band_keys, choose_bands_rows
 from hybridlm.data.outputs import DEDUP_OUTPUTS, data_stage
+
+# Named settings. "default" is the verified default (word 13-grams, 128 permutations, bands chosen from the
+# threshold). "zyda1": word 13-grams, 128 permutations, 32 bands of 4 rows, as Zyda-1 used (its S-curve is at
+# Jaccard (1/32)^(1/4) = 0.42). "zyda2": character 25-grams, 8 bands of 16 rows (S-curve at 0.88), removal only
+# across datasets with the best-ranked source kept, as Zyda-2 did.
+DEDUP_PRESETS: dict[str, dict] = {
+    "default": {},
+    "zyda1": {"shingle": "word", "ngram": 13, "num_perm": 128, "bands": 32, "rows": 4, "threshold": 0.4},
+    "zyda2": {
+        "shingle": "char",
+        "ngram": 25,
+        "num_perm": 128,
+        "bands": 8,
+        "rows": 16,
+        "threshold": 0.85,
+        "cross_only": True,
+    },
+}
+
+DEFAULT_MEMORY = 1 << 30  # bytes per task
+MIN_SPLIT_LINES = 4096  # a file is cut into line ranges of at least this many lines
+
+
+def parse_memory(text: str | int) -> int:
+    """'512M', '2G', '1.5GB', '800MiB' or a number of bytes -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text).lower())
+    if not m:
+        raise DataError(f"--memory must be a size like 512M, 2G or 1.5GB, not {text!r}")
+    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+    if value < 32 * 2**20:
+        raise DataError(f"--memory {text!r} is too small: give at least 32M")
+    return int(value)
 
 
 @dataclass
@@ -58,6 +93,18 @@ class DedupConfig:
         b, r = self.bands_rows()
         if b * r > self.num_perm:
             raise DataError(f"--bands x --rows = {b}x{r} = {b * r} exceeds --num-perm {self.num_perm}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> DedupConfig:
+        """A named preset (`DEDUP_PRESETS`) with any fields overridden (None means: keep the preset's value)."""
+        if name not in DEDUP_PRESETS:
+            raise DataError(f"--preset must be one of {', '.join(DEDUP_PRESETS)}, not {name!r}")
+        known = {f.name for f in fields(cls)}
+        values = {**DEDUP_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None and k in known}}
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
     def hasher(self) -> MinHasher:
         return MinHasher(self.num_perm, self.ngram, self.shingle, self.seed)
@@ -132,104 +179,11 @@ def dedup_texts(texts: list[str], source_rank=None, config: DedupConfig | None =
     """Deduplicate an in-memory list of texts (all from one source unless `source_rank` says otherwise)."""
     config = config or DedupConfig()
     h = config.hasher()
-    hashes = [h.shingle_hashes(t) for t in texts]
-    sig = h.signatures_from_hashes(hashes)
-    n_sh = np.array([len(x) for x in hashes], dtype=np.int64)
+    flat, counts = h.batch_hashes(texts)
+    sig = h.signatures_from_flat(flat, counts)
     ranks = np.zeros(len(texts), np.int64) if source_rank is None else np.asarray(source_rank, np.int64)
-    sets = [np.unique(x) for x in hashes] if config.verify else None
-    return find_clusters(sig, n_sh, ranks, config, sets)
-
-
-# --- stage 1: signatures ------------------------------------------------------------------------------------------
-
-
-def _signature_shard(payload: dict) -> dict:
-    f: InputFile = payload["file"]
-    work = Path(payload["work"])
-    config: DedupConfig = payload["config"]
-    hasher = config.hasher()
-    rejects = RejectLog(Path(payload["output_dir"]) / "rejects" / f"{f.key}.jsonl")
-    lines, sigs, nsh, flat, lens = [], [], [], [], []
-    batch: list[str] = []
-
-    def flush():
-        hs = [hasher.shingle_hashes(t) for t in batch]
-        sigs.append(hasher.signatures_from_hashes(hs))
-        nsh.extend(len(x) for x in hs)
-        if config.verify:
-            for x in hs:
-                u = np.unique(x)
-                flat.append(u)
-                lens.append(len(u))
-        batch.clear()
-
-    try:
-        for line, rec in iter_records(f, payload["text_key"], rejects):
-            lines.append(line)
-            batch.append(rec[payload["text_key"]])
-            if len(batch) >= 2048:
-                flush()
-        if batch:
-            flush()
-    finally:
-        rejects.close()
-    sig = np.concatenate(sigs) if sigs else np.empty((0, config.num_perm), np.uint32)
-    arrays = {"sig": sig, "lines": np.array(lines, np.int64), "n_shingles": np.array(nsh, np.int64)}
-    if config.verify:
-        arrays["hashes"] = np.concatenate(flat) if flat else np.empty(0, np.uint64)
-        arrays["hash_lens"] = np.array(lens, np.int64)
-    path = work / "sig" / f"{f.key}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return {"file": str(f.path), "documents": len(lines), "rejects": rejects.summary()}
-
-
-# --- stage 3: write -----------------------------------------------------------------------------------------------
-
-
-def _write_shard(payload: dict) -> dict:
-    f: InputFile = payload["file"]
-    out = Path(payload["output_dir"])
-    d = np.load(payload["decisions"])
-    lo, hi = payload["range"]
-    keep, labels = d["keep"][lo:hi], d["labels"][lo:hi]
-    examples_wanted = payload["examples"]
-    examples = {}
-    text_key = payload["text_key"]
-    n = 0
-    with (
-        JsonlWriter(out / "kept" / f.out_relpath) as kept_w,
-        JsonlWriter(out / "removed" / f.out_relpath) as rem_w,
-    ):
-        for k, (_line, rec) in enumerate(iter_records(f, text_key, RejectLog())):
-            if k >= hi - lo:
-                raise DataError(
-                    f"{f.path} changed since its signatures were computed; rerun with a fresh output"
-                )
-            g = lo + k
-            if str(g) in examples_wanted:
-                examples[str(g)] = rec[text_key][:400]
-            if keep[k]:
-                kept_w.write(rec)
-            else:
-                rec["dedup_cluster_id"] = int(labels[k])
-                rec["dedup_kept_id"] = payload["kept_ids"][k]
-                rem_w.write(rec)
-            n += 1
-    if n != hi - lo:
-        raise DataError(f"{f.path} changed since its signatures were computed; rerun with a fresh output")
-    return {
-        "file": str(f.path),
-        "input": n,
-        "kept": int(keep.sum()),
-        "removed": int((~keep).sum()),
-        "examples": examples,
-    }
-
-
-# --- the stage ----------------------------------------------------------------------------------------------------
+    sets = [np.unique(x) for x in np.split(flat, np.cumsum(counts)[:-1])] if config.verify else None
+    return find_clusters(sig, counts, ranks, config, sets)
 
 
 def resolve_ranks(files: list[InputFile], rank: list[str] | None) -> dict[str, int]:
@@ -242,6 +196,82 @@ def resolve_ranks(files: list[InputFile], rank: list[str] | None) -> dict[str, i
     return {s: i for i, s in enumerate(ordered)}
 
 
+def band_ranges(bands: int, tasks: int) -> list[list[int]]:
+    """Split bands 0..bands-1 into `tasks` contiguous ranges (as even as possible)."""
+    tasks = max(1, min(tasks, bands))
+    edges = np.linspace(0, bands, tasks + 1).round().astype(int).tolist()
+    return [[a, b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def plan_shards(files: list[InputFile], parallel: int, min_lines: int | None = None) -> list[dict]:
+    """One shard per file; when there are fewer files than `parallel` tasks, JSONL files are cut into contiguous
+    line ranges (at least `min_lines` lines each) so that every core has work."""
+    min_lines = min_lines or MIN_SPLIT_LINES
+    shards = []
+    per_file = -(-parallel // max(1, len(files)))
+    for i, f in enumerate(files):
+        parts = 1
+        if per_file > 1 and f.path.name.endswith(JSONL_SUFFIXES):
+            n = count_lines(f.path)
+            parts = max(1, min(per_file, n // min_lines))
+        if parts == 1:
+            shards.append({"file": i, "lines": None})
+            continue
+        edges = np.linspace(1, n + 1, parts + 1).round().astype(int).tolist()
+        shards += [{"file": i, "lines": [a, b]} for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return shards
+
+
+def plan_dedup(
+    inputs: list[str | Path],
+    output_dir: str | Path,
+    text_key: str = "text",
+    config: DedupConfig | None = None,
+    rank: list[str] | None = None,
+    band_tasks: int | None = None,
+    memory: str | int = DEFAULT_MEMORY,
+    top_clusters: int = 10,
+    parallel: int = 1,
+):
+    """Check the inputs and write the run's plan (`OUTPUT/.work/plan.json`); stored work from other inputs or
+    settings is discarded. `parallel`: the tasks that will run at once (files are split to give each one work).
+    Returns the `DedupPlan`."""
+    from hybridlm.data.dedup_tasks import DedupPlan
+    from hybridlm.data.engine import default_workers
+
+    config = config or DedupConfig()
+    out = Path(output_dir)
+    files = expand_inputs(inputs)
+    check_text_field(files, text_key)
+    ranks = resolve_ranks(files, rank)
+    bands, _ = config.bands_rows()
+    plan = DedupPlan(
+        output_dir=str(out),
+        text_key=text_key,
+        config=config.as_dict(),
+        files=[
+            {"path": str(f.path), "source": f.source, "relpath": f.relpath, "key": f.key, "out_relpath": f.out_relpath}
+            for f in files
+        ],
+        ranks=ranks,
+        band_ranges=band_ranges(bands, band_tasks or default_workers()),
+        memory=parse_memory(memory),
+        top_clusters=top_clusters,
+        shards=plan_shards(files, parallel),
+        max_doc_bytes=default_max_doc_bytes(),
+    )
+    work = plan.work
+    stats = [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
+    params = json.loads(json.dumps({k: v for k, v in plan.__dict__.items() if k != "extra"} | {"inputs": stats}))
+    params_path = work / "params.json"
+    if params_path.exists() and json.loads(params_path.read_text()) != params:
+        shutil.rmtree(work)  # stored work from other inputs or settings: recompute everything
+    work.mkdir(parents=True, exist_ok=True)
+    params_path.write_text(json.dumps(params))
+    plan.save()
+    return plan
+
+
 @data_stage("dedup", owned=DEDUP_OUTPUTS, mirror=("kept", "removed"), rejects="rejects")
 def run_dedup(
     inputs: list[str | Path],
@@ -252,128 +282,39 @@ def run_dedup(
     workers: int | None = None,
     top_clusters: int = 10,
     quiet: bool = True,
+    memory: str | int = DEFAULT_MEMORY,
+    band_tasks: int | None = None,
+    executor: str | None = None,
+    executor_options: dict | None = None,
 ) -> dict:
-    """Deduplicate `inputs` into `OUTPUT/kept/`, `OUTPUT/removed/`, `OUTPUT/report.json`; returns the report."""
-    config = config or DedupConfig()
-    out = Path(output_dir)
-    files = expand_inputs(inputs)
-    check_text_field(files, text_key)
-    ranks = resolve_ranks(files, rank)
-    work = out / ".work"
-    params = {**config.signature_params(), "text_key": text_key, "files": [str(f.path) for f in files]}
-    params_path = work / "params.json"
-    if params_path.exists() and json.loads(params_path.read_text()) != params:
-        shutil.rmtree(work)  # state from other settings: signatures must be recomputed
-    work.mkdir(parents=True, exist_ok=True)
-    params_path.write_text(json.dumps(params))
+    """Deduplicate `inputs` into `OUTPUT/kept/`, `OUTPUT/removed/`, `OUTPUT/report.json`; returns the report.
 
-    # 1. signatures
-    shards = [
-        (
-            f.key,
-            {"file": f, "work": str(work), "output_dir": str(out), "text_key": text_key, "config": config},
-        )
-        for f in files
-    ]
-    sig_res = run_shards(_signature_shard, shards, work / "state_sig", workers, "minhash", quiet)
+    `executor`: None (this machine's cores, `workers` processes), or datatrove's "local", "slurm" or "ray" with
+    `executor_options` (see `hybridlm.data.dt_steps.dedup_executors`). A Slurm run returns once its jobs are
+    submitted (`{"submitted": ...}`); the report appears when the last job ends.
+    """
+    from hybridlm.data import dedup_tasks as T
+    from hybridlm.data.engine import default_workers
 
-    # 2. clusters
-    sigs, nsh, src, lines, hashes, file_of = [], [], [], [], [], []
-    for fi, f in enumerate(files):
-        d = np.load(work / "sig" / f"{f.key}.npz")
-        sigs.append(d["sig"])
-        nsh.append(d["n_shingles"])
-        lines.append(d["lines"])
-        src.append(np.full(len(d["lines"]), ranks[f.source], np.int64))
-        file_of.append(np.full(len(d["lines"]), fi, np.int64))
-        if config.verify:
-            hashes.extend(
-                np.split(d["hashes"], np.cumsum(d["hash_lens"])[:-1]) if len(d["hash_lens"]) else []
-            )
-    sig = np.concatenate(sigs)
-    n_sh, source_rank = np.concatenate(nsh), np.concatenate(src)
-    line_no, file_idx = np.concatenate(lines), np.concatenate(file_of)
-    res = find_clusters(sig, n_sh, source_rank, config, hashes if config.verify else None)
-    np.savez(work / "decisions.npz", keep=res.keep, labels=res.labels, kept_for=res.kept_for)
+    # files are split into line ranges only for executors on this machine, where the number of cores is known
+    parallel = (workers or default_workers()) if executor in (None, "processes", "local") else 1
+    plan = plan_dedup(
+        inputs, output_dir, text_key, config, rank, band_tasks or workers, memory, top_clusters, parallel
+    )
+    if executor in (None, "processes"):
+        from hybridlm.data.engine import run_shards
 
-    def doc_id(g: int) -> str:
-        f = files[file_idx[g]]
-        return f"{f.source}/{f.relpath}:{line_no[g]}"
+        plan.extra = {"executor": "processes", "workers": workers}
+        plan.save()
+        for stage in T.STAGES:
+            if T.missing_tasks(plan, stage):
+                T.clear_after(plan, stage)
+            jobs = [(f"{stage}-{i}", (str(plan.work), stage, i)) for i in range(plan.num_tasks(stage))]
+            run_shards(T.run_task_payload, jobs, None, workers, stage, quiet)
+    else:
+        from hybridlm.data.dt_steps import run_dedup_executor
 
-    # largest clusters, for the report's examples
-    uniq, counts = np.unique(res.labels, return_counts=True)
-    big = uniq[np.argsort(-counts, kind="stable")][:top_clusters]
-    big = [c for c in big.tolist() if counts[np.searchsorted(uniq, c)] >= 2]
-    wanted: dict[int, list[int]] = {c: np.flatnonzero(res.labels == c)[:3].tolist() for c in big}
-    want_set = {g for v in wanted.values() for g in v}
-
-    # 3. write
-    bounds = np.concatenate([[0], np.cumsum([len(x) for x in lines])])
-    shards = []
-    for fi, f in enumerate(files):
-        lo, hi = int(bounds[fi]), int(bounds[fi + 1])
-        removed_here = np.flatnonzero(~res.keep[lo:hi])
-        kept_ids = {int(k): doc_id(int(res.kept_for[lo + k])) for k in removed_here}
-        payload = {
-            "file": f,
-            "output_dir": str(out),
-            "decisions": str(work / "decisions.npz"),
-            "range": (lo, hi),
-            "kept_ids": kept_ids,
-            "text_key": text_key,
-            "examples": {str(g): True for g in want_set if lo <= g < hi},
-        }
-        shards.append((f.key, payload))
-    shutil.rmtree(work / "state_write", ignore_errors=True)  # decisions may have changed: always rewrite
-    wr = run_shards(_write_shard, shards, work / "state_write", workers, "write", quiet)
-    texts = {int(g): t for r in wr.values() for g, t in r["examples"].items()}
-
-    # report
-    names = sorted(ranks, key=ranks.get)
-    sizes = dict(zip(uniq.tolist(), counts.tolist(), strict=False))
-    hist = size_histograms(res.labels, source_rank, names)
-    png = plot_histograms(hist, out / "cluster_sizes.png")
-    per_source = {}
-    for s in names:
-        m = source_rank == ranks[s]
-        per_source[s] = {
-            "input": int(m.sum()),
-            "kept": int((m & res.keep).sum()),
-            "removed": int((m & ~res.keep).sum()),
-        }
-    rejects = [r["rejects"] for r in sig_res.values()]
-    report = {
-        "input_documents": int(len(sig)),
-        "kept_documents": int(res.keep.sum()),
-        "removed_documents": int((~res.keep).sum()),
-        "clusters": int(sum(1 for c in sizes.values() if c >= 2)),
-        "documents_in_clusters": int(sum(c for c in sizes.values() if c >= 2)),
-        "too_short_documents": int((n_sh == 0).sum()),
-        "candidate_pairs": res.candidate_pairs,
-        "accepted_pairs": res.accepted_pairs,
-        "rejected_records": sum(r["rejected"] for r in rejects),
-        "reject_examples": [e for r in rejects for e in r["examples"]][:20],
-        "per_source": per_source,
-        "cluster_size_histogram": {k: {str(s): c for s, c in v.items()} for k, v in hist.items()},
-        "cluster_size_plot": png.name if png else None,
-        "largest_clusters": [
-            {
-                "cluster_id": c,
-                "size": sizes[c],
-                "kept_id": doc_id(int(res.kept_for[c])),
-                "sources": {
-                    s: int(((res.labels == c) & (source_rank == ranks[s])).sum())
-                    for s in names
-                    if ((res.labels == c) & (source_rank == ranks[s])).any()
-                },
-                "examples": [
-                    {"id": doc_id(g), "kept": bool(res.keep[g]), "text": texts.get(g, "")} for g in wanted[c]
-                ],
-            }
-            for c in big
-        ],
-        "params": {**asdict(config), "bands": res.bands, "rows": res.rows, "rank": names},
-    }
-    assert report["kept_documents"] + report["removed_documents"] == report["input_documents"]
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return report
+        submitted = run_dedup_executor(plan, executor, workers=workers, **(executor_options or {}))
+        if submitted is not None:
+            return submitted
+    return json.loads((Path(output_dir) / "report.json").read_text())

@@ -6,32 +6,27 @@ our pieces plug into it as steps:
 
 - `HybridReader`: our reader (rejects with file and line, JSONL/Parquet/Arrow/JSON); files are split across ranks.
 - `ZydaFilterStep`: the Zyda-1 filters as a datatrove `BaseFilter` (drop reason = filter name in the stats).
-- `MinhashSignatureStep` -> `MinhashClusterStep` -> `MinhashRemoveStep`: the three dedup stages; signatures and
-  decisions go through a datatrove `DataFolder` (any fsspec path).
+- `DedupTaskStep`: one stage of the on-disk dedup (`hybridlm.data.dedup_tasks`); `dedup_executors` chains the five
+  stages on datatrove's Local, Slurm or Ray executor, `run_dedup(..., executor=...)` runs them.
 
-`run_filter_datatrove` / `run_dedup_datatrove` run them with `LocalPipelineExecutor`; for Slurm or Ray, build the
-same step lists with `filter_pipeline` / `dedup_pipelines` and hand them to `SlurmPipelineExecutor` /
-`RayPipelineExecutor` with the same arguments.
+`run_filter_datatrove` runs the filter with `LocalPipelineExecutor`; for Slurm or Ray, hand `filter_pipeline(...)`
+to `SlurmPipelineExecutor` / `RayPipelineExecutor` with the same arguments.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers import JsonlWriter
 
-from hybridlm.data.dedup import DedupConfig, find_clusters, resolve_ranks
 from hybridlm.data.filters import FilterConfig, ZydaFilters, summarize_filter
 from hybridlm.data.io import RejectLog, check_text_field, expand_inputs, iter_records
-from hybridlm.data.outputs import DEDUP_OUTPUTS, FILTER_OUTPUTS, data_stage
+from hybridlm.data.outputs import FILTER_OUTPUTS, data_stage
 
 
 class HybridReader(PipelineStep):
@@ -160,182 +155,141 @@ def _collect_rejects(folder: Path) -> dict:
     }
 
 
-# --- dedup --------------------------------------------------------------------------------------------------------
+# --- dedup ----------------------------------------------------------------------------------------------------------
 
 
-class MinhashSignatureStep(PipelineStep):
-    """Stage 1: signatures of this rank's documents -> `WORK/sigs/RANK.npz` (ids, sources, signatures, hashes)."""
+class DedupTaskStep(PipelineStep):
+    """One stage of the on-disk dedup (`hybridlm.data.dedup_tasks`) as a datatrove step: datatrove task `rank` runs
+    task `rank` of the stage. It reads and writes only under the run's work folder (which must be on a file
+    system every node sees), so any executor runs it; finished tasks are skipped on rerun."""
 
     type = "🫂 - DEDUP"
-    name = "hybridlm minhash signatures"
 
-    def __init__(self, work_folder, config: DedupConfig):
+    def __init__(self, work: str | Path, stage: str):
         super().__init__()
-        self.work = get_datafolder(work_folder)
-        self.config = config
+        self.work = str(work)
+        self.stage = stage
+        self.name = f"hybridlm dedup {stage}"
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        h = self.config.hasher()
-        ids, sources, hashes = [], [], []
-        for doc in data or []:
-            ids.append(doc.id)
-            sources.append(doc.metadata.get("_source", ""))
-            hashes.append(h.shingle_hashes(doc.text))
-            self.stat_update("documents")
-        sig = h.signatures_from_hashes(hashes) if hashes else np.empty((0, self.config.num_perm), np.uint32)
-        uniq = [np.unique(x) for x in hashes]
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            sig=sig,
-            ids=np.array(ids, dtype=object),
-            sources=np.array(sources, dtype=object),
-            n_shingles=np.array([len(x) for x in hashes], np.int64),
-            hashes=np.concatenate(uniq) if uniq else np.empty(0, np.uint64),
-            hash_lens=np.array([len(x) for x in uniq], np.int64),
+        from hybridlm.data.dedup_tasks import run_task
+
+        if data:
+            yield from data
+        result = run_task(self.work, self.stage, rank)
+        self.stat_update("tasks")
+        if "documents" in result:
+            self.stat_update("documents", value=result["documents"])
+
+
+# options each executor takes (beside tasks and dependencies, which come from the plan)
+EXECUTOR_OPTIONS = {
+    "local": ("workers", "start_method"),
+    "slurm": (
+        "partition",
+        "time",
+        "cpus_per_task",
+        "mem_per_cpu_gb",
+        "job_name",
+        "qos",
+        "env_command",
+        "condaenv",
+        "venv_path",
+        "sbatch_args",
+        "max_array_size",
+        "tasks_per_job",
+    ),
+    "ray": ("workers", "cpus_per_task", "mem_per_cpu_gb", "tasks_per_job"),
+}
+
+
+def dedup_executors(plan, executor: str = "local", **options) -> list:
+    """One datatrove executor per dedup stage, each depending on the one before (run the last one).
+
+    local: `workers` (processes, default all cores), `start_method`. slurm: `partition` and `time` (required),
+    `cpus_per_task`, `mem_per_cpu_gb`, `job_name`, `qos`, `env_command` / `condaenv` / `venv_path` (how a job
+    gets this Python), `sbatch_args` (dict), `max_array_size`, `tasks_per_job`. ray: `workers`, `cpus_per_task`,
+    `mem_per_cpu_gb`, `tasks_per_job` (connect with `ray.init()` first, or a local Ray starts)."""
+    from hybridlm.data.dedup_tasks import STAGES
+    from hybridlm.data.errors import DataError
+
+    if executor not in EXECUTOR_OPTIONS:
+        raise DataError(f"--executor must be one of processes, {', '.join(EXECUTOR_OPTIONS)}, not {executor!r}")
+    opts = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(opts) - set(EXECUTOR_OPTIONS[executor]))
+    if unknown:
+        raise DataError(f"--executor {executor} does not take {unknown}; it takes {list(EXECUTOR_OPTIONS[executor])}")
+    if executor == "local":
+        from datatrove.executor import LocalPipelineExecutor as Executor
+
+        opts.setdefault("workers", -1)
+    elif executor == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor as Executor
+
+        missing = [k for k in ("partition", "time") if k not in opts]
+        if missing:
+            raise DataError(f"--executor slurm needs {' and '.join('--slurm-' + k for k in missing)}")
+        job_name = opts.pop("job_name", "hybridlm-dedup")
+    else:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise DataError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        from datatrove.executor import RayPipelineExecutor as Executor
+    work = plan.work
+    executors = []
+    for stage in STAGES:
+        kw = dict(opts)
+        if executor == "slurm":
+            kw["job_name"] = f"{job_name}-{stage}"
+            if plan.num_tasks(stage) == 1:
+                kw["cpus_per_task"] = 1
+        ex = Executor(
+            [DedupTaskStep(work, stage)],
+            tasks=plan.num_tasks(stage),
+            logging_dir=str(work / "datatrove" / stage),
+            depends=executors[-1] if executors else None,
+            **kw,
         )
-        with self.work.open(f"sigs/{rank:05d}.npz", "wb") as fh:
-            fh.write(buf.getvalue())
-        return
-        yield  # a generator that yields nothing: this stage ends the pipeline
+        executors.append(ex)
+    return executors
 
 
-class MinhashClusterStep(PipelineStep):
-    """Stage 2 (one task): LSH + verification + components + keep rule -> `WORK/removed.json`."""
+def run_dedup_executor(plan, executor: str, workers: int | None = None, **options) -> dict | None:
+    """Run (local, ray) or submit (slurm) the dedup stages on datatrove; returns None when the run has finished,
+    or a description of the submitted jobs."""
+    import shutil
 
-    type = "🫂 - DEDUP"
-    name = "hybridlm minhash clusters"
+    from hybridlm.data.dedup_tasks import STAGES, clear_after, missing_tasks
 
-    def __init__(self, work_folder, config: DedupConfig, rank_of_source: dict[str, int]):
-        super().__init__()
-        self.work = get_datafolder(work_folder)
-        self.config = config
-        self.rank_of_source = rank_of_source
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        sig, ids, src, nsh, hashes = [], [], [], [], []
-        for name in sorted(self.work.list_files("sigs")):
-            with self.work.open(name, "rb") as fh:
-                d = np.load(io.BytesIO(fh.read()), allow_pickle=True)
-            sig.append(d["sig"])
-            ids += d["ids"].tolist()
-            src += d["sources"].tolist()
-            nsh.append(d["n_shingles"])
-            if len(d["hash_lens"]):
-                hashes += np.split(d["hashes"], np.cumsum(d["hash_lens"])[:-1])
-        # a canonical document order (by source rank, then id) makes the keep rule independent of task layout
-        order = sorted(range(len(ids)), key=lambda i: (self.rank_of_source.get(src[i], 0), _id_key(ids[i])))
-        sig_a = np.concatenate(sig)[order] if sig else np.empty((0, self.config.num_perm), np.uint32)
-        nsh_a = np.concatenate(nsh)[order] if nsh else np.empty(0, np.int64)
-        ranks = np.array([self.rank_of_source.get(src[i], 0) for i in order], np.int64)
-        ids_o = [ids[i] for i in order]
-        hs = [hashes[i] for i in order] if self.config.verify else None
-        res = find_clusters(sig_a, nsh_a, ranks, self.config, hs)
-        removed = {
-            ids_o[i]: [ids_o[int(res.labels[i])], ids_o[int(res.kept_for[i])]]
-            for i in np.flatnonzero(~res.keep).tolist()
+    if executor in ("local", "ray") and workers is not None:
+        options["workers"] = workers
+    plan.extra = {"executor": executor, **{k: v for k, v in options.items() if isinstance(v, int | str)}}
+    plan.save()
+    # a stage with unfinished tasks invalidates the later ones, in our markers and in datatrove's
+    for stage in STAGES:
+        if missing_tasks(plan, stage):
+            clear_after(plan, stage)
+            for later in STAGES[STAGES.index(stage) + 1 :]:
+                shutil.rmtree(plan.work / "datatrove" / later, ignore_errors=True)
+            break
+    chain = dedup_executors(plan, executor, **options)
+    chain[-1].run()
+    if executor == "slurm":
+        return {
+            "submitted": True,
+            "executor": "slurm",
+            "jobs": [getattr(e, "job_id", None) for e in chain],
+            "report": str(Path(plan.output_dir) / "report.json"),
+            "logs": str(plan.work / "datatrove"),
         }
-        with self.work.open("removed.json", "w") as fh:
-            per_source: dict[str, int] = {}
-            for s in src:
-                per_source[s] = per_source.get(s, 0) + 1
-            json.dump(
-                {
-                    "removed": removed,
-                    "input_documents": len(ids_o),
-                    "bands": res.bands,
-                    "rows": res.rows,
-                    "per_source_input": per_source,
-                },
-                fh,
-            )
-        self.stat_update("removed", value=len(removed))
-        return
-        yield
+    return None
 
 
-def _id_key(doc_id: str):
-    head, _, line = doc_id.rpartition(":")
-    return (head, int(line) if line.isdigit() else 0)
+def run_dedup_datatrove(inputs, output_dir, text_key="text", config=None, rank=None, tasks=None, workers=None):
+    """The dedup stage on datatrove's `LocalPipelineExecutor` (kept for existing callers; see `run_dedup`)."""
+    from hybridlm.data.dedup import run_dedup
 
-
-class MinhashRemoveStep(BaseFilter):
-    """Stage 3: drop the documents stage 2 removed; they get `dedup_cluster_id` and `dedup_kept_id` metadata."""
-
-    name = "hybridlm minhash remove"
-
-    def __init__(self, work_folder, exclusion_writer=None):
-        super().__init__(exclusion_writer)
-        self.work = get_datafolder(work_folder)
-        self._removed = None
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self._removed is None:
-            with self.work.open("removed.json", "r") as fh:
-                self._removed = json.load(fh)["removed"]
-        hit = self._removed.get(doc.id)
-        if hit is None:
-            return True
-        doc.metadata["dedup_cluster_id"], doc.metadata["dedup_kept_id"] = hit
-        return False, "duplicate"
-
-
-def dedup_pipelines(inputs, output_dir, text_key="text", config: DedupConfig | None = None, rank=None):
-    """The three step lists (signatures, clusters, remove); stage 2 must run as a single task."""
-    config = config or DedupConfig()
-    out = str(output_dir)
-    work = f"{out}/.datatrove/work"
-    ranks = resolve_ranks(expand_inputs(inputs), rank)
-    adapter = record_adapter(text_key)
-    return (
-        [HybridReader(inputs, text_key, f"{out}/rejects"), MinhashSignatureStep(work, config)],
-        [MinhashClusterStep(work, config, ranks)],
-        [
-            HybridReader(inputs, text_key),
-            MinhashRemoveStep(work, JsonlWriter(f"{out}/removed", compression=None, adapter=adapter)),
-            JsonlWriter(f"{out}/kept", compression=None, adapter=adapter),
-        ],
+    return run_dedup(
+        inputs, output_dir, text_key, config, rank, workers=workers, band_tasks=tasks, executor="local"
     )
-
-
-@data_stage("dedup", engine="datatrove", owned=DEDUP_OUTPUTS, reset_on_change=True)
-def run_dedup_datatrove(
-    inputs, output_dir, text_key="text", config=None, rank=None, tasks=None, workers=None
-):
-    """The dedup stage as three dependent datatrove `LocalPipelineExecutor` jobs."""
-    config = config or DedupConfig()
-    files = expand_inputs(inputs)
-    check_text_field(files, text_key)
-    tasks = tasks or len(files)
-    s1, s2, s3 = dedup_pipelines(inputs, output_dir, text_key, config, rank)
-    logs = f"{output_dir}/.datatrove"
-    e1 = LocalPipelineExecutor(s1, tasks=tasks, workers=workers or -1, logging_dir=f"{logs}/sigs")
-    e2 = LocalPipelineExecutor(s2, tasks=1, logging_dir=f"{logs}/clusters", depends=e1)
-    e3 = LocalPipelineExecutor(
-        s3, tasks=tasks, workers=workers or -1, logging_dir=f"{logs}/remove", depends=e2
-    )
-    e3.run()
-    info = json.loads(Path(f"{logs}/work/removed.json").read_text())
-    removed = info["removed"]
-    names = sorted(resolve_ranks(files, rank), key=resolve_ranks(files, rank).get)
-    per_source = {s: {"input": 0, "kept": 0, "removed": 0} for s in names}
-    rej = _collect_rejects(Path(output_dir) / "rejects")
-    n_in = info["input_documents"]
-    for doc_id in removed:
-        per_source[doc_id.split("/", 1)[0]]["removed"] += 1
-    for s, v in per_source.items():
-        v["input"] = info["per_source_input"].get(s, 0)
-        v["kept"] = v["input"] - v["removed"]
-    report = {
-        "engine": "datatrove",
-        "input_documents": n_in,
-        "kept_documents": n_in - len(removed),
-        "removed_documents": len(removed),
-        "clusters": len({v[0] for v in removed.values()}),
-        "per_source": per_source,
-        "rejected_records": rej["rejected"],
-        "reject_examples": rej["examples"],
-        "params": {**config.__dict__, "bands": info["bands"], "rows": info["rows"], "rank": names},
-    }
-    (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report

@@ -36,6 +36,22 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: `VmHWM` on Linux (since the process image started, so not what
+    its launcher held before `exec`, which `ru_maxrss` keeps), else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
 def progress_bar(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("{task.description}"),

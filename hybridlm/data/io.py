@@ -340,20 +340,27 @@ def _read_error(path: Path, err: BaseException, line: int) -> DataError:
 
 
 def iter_records(
-    f: InputFile, text_key: str | None = "text", rejects: RejectLog | None = None, max_doc_bytes: int | None = None
+    f: InputFile,
+    text_key: str | None = "text",
+    rejects: RejectLog | None = None,
+    max_doc_bytes: int | None = None,
+    line_range: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line, record)` for every good record of `f` (line is 1-based; row number for Parquet/Arrow/JSON).
 
     Bad records go to `rejects` with their line: malformed JSON, non-UTF-8 bytes, invalid Unicode (lone surrogate
     escapes), records over `max_doc_bytes` (default `default_max_doc_bytes()`, 0: no limit; an over-long line is
     never held in memory whole), a missing or non-string text field. `text_key=None` accepts records without a text
-    field. A truncated or mislabelled compressed file is a `DataError` naming it.
+    field. A truncated or mislabelled compressed file is a `DataError` naming it. `line_range=(lo, hi)` reads only
+    lines lo <= line < hi of a JSONL file (the others are skipped undecoded).
     """
     rejects = rejects if rejects is not None else RejectLog()
     limit = default_max_doc_bytes() if max_doc_bytes is None else max_doc_bytes
     n = 0
     if f.path.name.endswith(JSONL_SUFFIXES):
-        gen = _iter_jsonl(f.path, rejects, limit)
+        gen = _iter_jsonl(f.path, rejects, limit, line_range)
+    elif line_range is not None:
+        raise ValueError("line_range is only supported for JSONL inputs")
     else:
         gen = _iter_hf(f.path, rejects)
     for line, rec in gen:
@@ -404,8 +411,11 @@ def _lone_surrogate(obj, where: str = "") -> str | None:
     return None
 
 
-def _iter_jsonl(path: Path, rejects: RejectLog, limit: int = 0) -> Iterator[tuple[int, dict]]:
+def _iter_jsonl(
+    path: Path, rejects: RejectLog, limit: int = 0, line_range: tuple[int, int] | None = None
+) -> Iterator[tuple[int, dict]]:
     i = 0
+    lo, hi = line_range or (1, None)
     try:
         with _open_binary(path) as fh:
             while True:
@@ -413,6 +423,14 @@ def _iter_jsonl(path: Path, rejects: RejectLog, limit: int = 0) -> Iterator[tupl
                 if not raw:
                     break
                 i += 1
+                if hi is not None and i >= hi:
+                    break
+                if i < lo:  # before the range: skip undecoded (the rest of an over-long line too)
+                    while limit and not raw.endswith(b"\n"):
+                        raw = fh.readline(1 << 20)
+                        if not raw:
+                            break
+                    continue
                 if limit and len(raw) > limit and not (len(raw) == limit + 1 and raw.endswith(b"\n")):
                     size, head = len(raw), raw[:1000]
                     while not raw.endswith(b"\n"):  # skip the rest of the line without holding it
@@ -473,6 +491,17 @@ def _iter_hf(path: Path, rejects: RejectLog | None = None) -> Iterator[tuple[int
         ) from e
 
 
+def count_lines(path: Path) -> int:
+    """Number of lines of a JSONL file (decompressed), counted in 16 MiB blocks."""
+    n = 0
+    last = b"\n"
+    with _open_binary(path) as fh:
+        while block := fh.read(16 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
 def check_text_field(files: list[InputFile], text_key: str, probe: int = 200) -> None:
     """Fail fast with one clear error if no record of the whole dataset has `text_key` (checks the first records)."""
     seen_fields: set[str] = set()
@@ -520,6 +549,11 @@ class JsonlWriter:
 
     def write(self, record: dict) -> None:
         self._fh.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+        self.count += 1
+
+    def write_raw(self, line: bytes) -> None:
+        """Write one record that is already a JSON line (read from a JSONL input and validated) as it is."""
+        self._fh.write(line if line.endswith(b"\n") else line + b"\n")
         self.count += 1
 
     def _close_handles(self) -> None:

@@ -5,8 +5,10 @@ default, as in Zyda-1); `char` shingles are character n-grams of the normalised 
 shorter than one n-gram is a single shingle (its whole normalised text), so short documents are compared by exact
 content rather than all colliding; a document with no words has no shingles and is never a duplicate.
 
-Hashing. Words (or characters) hash to 64 bits (xxh64); an n-gram's hash is a fixed odd-multiplier combination of its
-members' hashes, finalised with a 64-bit mixer. Signature value k of a document is
+Hashing. A word hashes to 64 bits from its UTF-8 bytes, eight at a time: h = mix(first 8 bytes xor length * K), then
+h = mix(h * K xor next 8 bytes) (mix = the splitmix64 finaliser, a bijection), computed for every word of a batch at
+once with numpy (no Python string per word); a character hashes from its code point. An n-gram's hash is a fixed
+odd-multiplier combination of its members' hashes, finalised with the same mixer. Signature value k of a document is
     min over its shingles x of  (a_k * x + b_k) mod 2^64 >> 32      (multiply-add-shift, a_k odd)
 a strongly universal family, computed for all shingles of a batch at once and reduced per document with
 `np.minimum.reduceat`. The Jaccard estimate is the fraction of equal signature values.
@@ -14,6 +16,7 @@ a strongly universal family, computed for all shingles of a batch at once and re
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,19 +28,6 @@ _WORD_RE = re.compile(r"\w+")
 _U64 = np.uint64
 _MIX1 = _U64(0xBF58476D1CE4E5B9)
 _MIX2 = _U64(0x94D049BB133111EB)
-
-
-class _WordHashCache(dict):
-    """word -> xxh64, memoised per process (natural-language vocabularies are Zipfian, so most lookups hit)."""
-
-    def __missing__(self, word: str) -> int:
-        if len(self) > 2_000_000:
-            self.clear()
-        h = self[word] = xxhash.xxh64_intdigest(word.encode("utf-8"))
-        return h
-
-
-_WORD_HASH = _WordHashCache()
 
 
 def normalize_words(text: str) -> list[str]:
@@ -78,6 +68,65 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+_K_LEN = _U64(0x9E3779B97F4A7C15)
+_K_CHUNK = _U64(0xD6E8FEB86659FD93)
+# bytes that belong to a word in normalised text: ASCII [0-9a-z_] and every byte of a multi-byte UTF-8 character
+_WORD_BYTE = np.zeros(256, dtype=bool)
+_WORD_BYTE[np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz_", dtype=np.uint8)] = True
+_WORD_BYTE[0x80:] = True
+
+
+def _normalised_bytes(text: str) -> bytes:
+    """The document as bytes in which the words are exactly the runs of `_WORD_BYTE` bytes: lower-cased ASCII text
+    as it is (its `\\w+` runs are `[0-9a-z_]+`), other text as its `\\w+` words joined by spaces."""
+    low = text.lower()
+    if low.isascii():
+        return low.encode("ascii")
+    return " ".join(_WORD_RE.findall(low)).encode("utf-8")
+
+
+def _word_spans(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All words of a batch: `(buffer, word starts, word lengths, words per document)`; documents are joined with a
+    newline (never part of a word) and the buffer is zero-padded by 8 bytes for 8-byte reads."""
+    parts = [_normalised_bytes(t) for t in texts]
+    joined = b"\n".join(parts) + b"\n" + bytes(8)
+    buf = np.frombuffer(joined, dtype=np.uint8)
+    w = _WORD_BYTE[buf]
+    edge = np.diff(w.view(np.int8), prepend=np.int8(0))
+    starts = np.flatnonzero(edge == 1)
+    ends = np.flatnonzero(edge == -1)
+    doc_end = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1)
+    per_doc = np.diff(np.searchsorted(starts, doc_end), prepend=0)
+    return buf, starts, ends - starts, per_doc
+
+
+def _word_hashes(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the words `buf[starts[i] : starts[i] + lengths[i]]` (see the module docstring)."""
+    # element i of this view is bytes i..i+7 read as a little-endian uint64 (an unaligned, overlapping view)
+    windows = np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+
+    def chunk(pos, remaining):
+        v = windows[pos]
+        short = remaining < 8
+        v[short] &= (_U64(1) << (_U64(8) * remaining[short].astype(np.uint64))) - _U64(1)
+        return v
+
+    lengths64 = lengths.astype(np.uint64)
+    h = _mix64(chunk(starts, lengths) ^ (lengths64 * _K_LEN))
+    j = 8
+    active = np.flatnonzero(lengths > 8)
+    while len(active):
+        v = chunk(starts[active] + j, lengths[active] - j)
+        h[active] = _mix64(h[active] * _K_CHUNK ^ v)
+        j += 8
+        active = active[lengths[active] > j]
+    return h
+
+
+def _whole_text_hash(words: list[str]) -> int:
+    return xxhash.xxh64_intdigest(" ".join(words).encode(), seed=1)
+
+
 @dataclass(frozen=True)
 class MinHasher:
     num_perm: int = 128
@@ -101,18 +150,48 @@ class MinHasher:
     # --- shingle hashes -------------------------------------------------------------------------------------
     def shingle_hashes(self, text: str) -> np.ndarray:
         """64-bit hashes of the document's shingles (may repeat; `np.unique` gives the set)."""
-        words = normalize_words(text)
-        if not words:
+        return self.batch_hashes([text])[0]
+
+    def batch_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The shingle hashes of a batch of documents: all of them concatenated, and the count per document.
+
+        Word n-grams are computed once over the batch's concatenated word hashes; the n-grams that would straddle
+        two documents are never selected. A document shorter than one n-gram is one shingle (the xxh64 of its
+        normalised text); a document without words has none."""
+        if self.shingle == "char":
+            hs = [self._char_hashes(t) for t in texts]
+            counts = np.fromiter(map(len, hs), dtype=np.int64, count=len(hs))
+            return (np.concatenate(hs) if hs else np.empty(0, np.uint64)), counts
+        n = self.ngram
+        buf, starts, lengths, sizes = _word_spans(texts)
+        long = sizes >= n
+        counts = np.where(long, sizes - n + 1, np.minimum(sizes, 1))
+        out = np.empty(int(counts.sum()), dtype=np.uint64)
+        out_start = np.cumsum(counts) - counts
+        for d in np.flatnonzero(~long & (sizes > 0)).tolist():
+            out[out_start[d]] = _whole_text_hash(normalize_words(texts[d]))
+        if long.any():
+            keep = np.repeat(long, sizes)  # words of documents with at least one n-gram
+            units = _word_hashes(buf, starts[keep], lengths[keep])
+            m = len(units) - n + 1
+            h = units[:m] * self._pos[0]
+            for k in range(1, n):
+                h += units[k : k + m] * self._pos[k]
+            _mix64(h)
+            # n-gram p of long document d starts at unit (its first word among the long documents' words) + p
+            first_unit = np.cumsum(sizes[long]) - sizes[long]
+            c = counts[long]
+            within = np.arange(int(c.sum()), dtype=np.int64) - np.repeat(np.cumsum(c) - c, c)
+            out[np.repeat(out_start[long], c) + within] = h[np.repeat(first_unit, c) + within]
+        return out, counts
+
+    def _char_hashes(self, text: str) -> np.ndarray:
+        s = " ".join(normalize_words(text))
+        if not s:
             return np.empty(0, dtype=np.uint64)
-        if self.shingle == "word":
-            if len(words) < self.ngram:
-                return np.array([xxhash.xxh64_intdigest(" ".join(words).encode(), seed=1)], dtype=np.uint64)
-            units = np.fromiter(map(_WORD_HASH.__getitem__, words), dtype=np.uint64, count=len(words))
-        else:
-            s = " ".join(words)
-            if len(s) < self.ngram:
-                return np.array([xxhash.xxh64_intdigest(s.encode(), seed=1)], dtype=np.uint64)
-            units = _mix64(np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + _MIX2)
+        if len(s) < self.ngram:
+            return np.array([_whole_text_hash(s.split(" "))], dtype=np.uint64)
+        units = _mix64(np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + _MIX2)
         n = self.ngram
         m = len(units) - n + 1
         h = units[:m] * self._pos[0]
@@ -123,17 +202,21 @@ class MinHasher:
     # --- signatures -------------------------------------------------------------------------------------------
     def signatures(self, texts: Sequence[str], chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         """Signatures `(n, num_perm) uint32` and the number of shingles per document (0 = no signature)."""
-        hashes = [self.shingle_hashes(t) for t in texts]
-        return self.signatures_from_hashes(hashes, chunk), np.array([len(h) for h in hashes], dtype=np.int64)
+        flat, counts = self.batch_hashes(texts)
+        return self.signatures_from_flat(flat, counts, chunk), counts
 
     def signatures_from_hashes(self, hashes: Sequence[np.ndarray], chunk: int = 8192) -> np.ndarray:
-        n = len(hashes)
-        sig = np.full((n, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
         lengths = np.array([len(h) for h in hashes], dtype=np.int64)
+        flat = np.concatenate(list(hashes)) if len(hashes) else np.empty(0, np.uint64)
+        return self.signatures_from_flat(flat, lengths, chunk)
+
+    def signatures_from_flat(self, flat: np.ndarray, lengths: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """Signatures of documents whose shingle hashes are `flat`, `lengths[i]` of them for document i."""
+        n = len(lengths)
+        sig = np.full((n, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
         nonempty = np.flatnonzero(lengths)
         if len(nonempty) == 0:
             return sig
-        flat = np.concatenate([hashes[i] for i in nonempty])
         starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
         a, b = self._a[:, None], self._b[:, None]
         # (num_perm, shingles) layout: the per-document min is a contiguous reduction along axis 1.
@@ -162,6 +245,7 @@ def lsh_probability(s: float | np.ndarray, bands: int, rows: int):
     return 1.0 - (1.0 - np.power(s, rows)) ** bands
 
 
+@functools.lru_cache(maxsize=64)
 def choose_bands_rows(
     threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]:
