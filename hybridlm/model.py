@@ -121,7 +121,7 @@ class HybridLM(nn.Module):
         if input_ids.dim() != 2:
             raise HybridLMError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            raise HybridLMError(f"input_ids must be integer token ids, got {str(input_ids.dtype).removeprefix('torch.')}")
+            raise HybridLMError(f"input_ids must be integer token ids, got {input_ids.dtype}")
         b, l = input_ids.shape
         offset = 0
         if cache is not None:

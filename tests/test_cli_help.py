@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import yaml
-
 from cli_helpers import one_line_error, run_cli
 
 RICH_TAG = re.compile(r"(?<!\\)\[[a-z#/@][^\[\]]*\]")  # what rich markup would take as a style tag and drop

@@ -4,7 +4,6 @@ accepted; output names and messages a person reads as meant."""
 import json
 
 import pytest
-
 from cli_helpers import one_line_error, run_cli
 
 

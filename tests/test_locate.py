@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from cli_helpers import one_line_error, run_cli
+
 from hybridlm.config import ModelConfig
 from hybridlm.locate import locate
 

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 import yaml
-
 from cli_helpers import one_line_error, run_cli
+
 from hybridlm import HybridLM, HybridLMError, ModelConfig
 from hybridlm.errors import ConfigError
 

@@ -5,7 +5,6 @@ import json
 
 import matplotlib
 import pytest
-
 from cli_helpers import run_cli
 
 matplotlib.use("Agg")

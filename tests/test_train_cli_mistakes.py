@@ -4,10 +4,10 @@ a parallel mode without torchrun, a corpus read many times over; and what a resu
 import json
 
 import pytest
-
 from cli_helpers import one_line_error, run_cli
-from hybridlm.errors import ConfigError
 from train_helpers import tiny_config
+
+from hybridlm.errors import ConfigError
 
 READ_ONLY = "/sys/kernel"  # an existing directory even root cannot write in (sysfs)
 

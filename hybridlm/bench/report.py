@@ -119,7 +119,6 @@ def plot_series(
 ) -> None:
     """Draw `series_figure(...)` into `path` (PNG)."""
     import matplotlib.pyplot as plt
-
     from matplotlib.legend import Legend
 
     fig = series_figure(records, x=x, y=y, group=group, title=title, xlabel=xlabel, ylabel=ylabel, logx=logx,
@@ -186,9 +185,11 @@ def series_figure(
     if style is None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
-        by_colour = [Line2D([], [], color=colours[i % len(colours)], lw=2.5, label=str(n)) for i, n in enumerate(groups)]
+        by_colour = [Line2D([], [], color=colours[i % len(colours)], lw=2.5, label=str(name))
+                     for i, name in enumerate(groups)]
         by_style = [Line2D([], [], color="0.3", linestyle=LINE_STYLES[i % len(LINE_STYLES)][0],
-                           marker=LINE_STYLES[i % len(LINE_STYLES)][1], ms=4, label=str(v)) for i, v in enumerate(styles)]
+                           marker=LINE_STYLES[i % len(LINE_STYLES)][1], ms=4, label=str(value))
+                    for i, value in enumerate(styles)]
         by_style += [Line2D([], [], color=mark_styles[k % 3][1], linestyle=mark_styles[k % 3][0], label=label)
                      for k, (_, label) in enumerate(marks)]
         first = ax.legend(handles=by_colour, title=group, fontsize=8, title_fontsize=8, loc="upper left",

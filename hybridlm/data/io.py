@@ -169,7 +169,7 @@ def stage_sources(p: Path) -> list[tuple[Path, str]] | None:
     else:
         return None
     if not kept.is_dir():
-        raise DataError(f"{p} is the output of an earlier stage but has no kept/ documents to read")
+        return None  # a stage that writes its files flat (partition, pack): an ordinary directory
     subs = sorted(d for d in kept.iterdir() if not d.name.startswith((".", "_")))
     if not subs or not all(d.is_dir() for d in subs):
         return None  # not laid out by source: read it as an ordinary directory

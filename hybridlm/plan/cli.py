@@ -6,8 +6,8 @@ import json
 
 import typer
 import yaml
-from typer.core import TyperCommand
 from rich.console import Console
+from typer.core import TyperCommand
 
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError

@@ -88,9 +88,13 @@ def run_training(
 def _load_init_weights(model: HybridLM, source: str) -> None:
     """train.init_from: the weights at a model location with weights (an export such as OUTPUT/final, a checkpoint
     or a run directory; `hybridlm.locate`)."""
+    from hybridlm.errors import CheckpointError, ConfigError
     from hybridlm.locate import locate
 
-    loc = locate(source)
+    try:
+        loc = locate(source)
+    except ConfigError as err:
+        raise CheckpointError(f"train.init_from: {err}") from None
     if not loc.has_weights:
         raise HybridLMError(f"train.init_from {source!r} is a {loc.kind} without weights; give an exported model, a "
                             "checkpoint (step_N) or a run directory")

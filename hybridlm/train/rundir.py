@@ -86,10 +86,11 @@ def keep_schedule(old: RunConfig, new: RunConfig, step: int, replan: bool) -> tu
         return new, (f"train.steps {planned} -> {steps}: the {name} LR schedule is re-planned over {spans} steps "
                      f"(--replan-schedule); the LR at step {step} goes from {was:.3g} to {now:.3g}")
     end = lr_at(planned, new.schedule, steps)
+    stretched = lr_at(step, new.replace(**{"schedule.total_steps": None}).schedule, steps)
     where = (f"LR {now:.3g} at step {step} as planned, {end:.3g} from step {planned} on" if step < planned
              else f"the LR stays at its end, {end:.3g}")
     return new, (f"train.steps {planned} -> {steps}: the {name} LR schedule keeps its {planned} steps ({where}); "
-                 f"--replan-schedule spans it over {steps} steps instead (LR {lr_at(step, new.replace(**{'schedule.total_steps': None}).schedule, steps):.3g} at step {step})")
+                 f"--replan-schedule spans it over {steps} steps instead (LR {stretched:.3g} at step {step})")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
