@@ -22,11 +22,14 @@ from hybridlm.allocation import check_model_fits
 from hybridlm.cache import InferenceCache
 from hybridlm.config import ModelConfig
 from hybridlm.errors import HybridLMError
+from hybridlm.init import Constant, Init, Normal, draw_seed, fill_
 from hybridlm.kinds import KINDS, LayerKind
 from hybridlm.layers.moe import MoE
-from hybridlm.layers.norms import make_norm
+from hybridlm.layers.norms import GatedRMSNorm, LayerNorm, RMSNorm, make_norm
 from hybridlm.layers.segments import Segments
 from hybridlm.parallel.context import ContextParallel
+
+RESIDUAL_OUTPUTS = ("o_proj", "down", "out_proj")  # projections back into the residual stream
 
 
 @dataclass
@@ -66,6 +69,7 @@ class HybridLM(nn.Module):
             raise HybridLMError(f"HybridLM needs a ModelConfig, got {type(config).__name__}")
         check_model_fits(config)  # a mistyped size is one line, not an allocator failure
         self.config = cfg = config
+        self.init_seed = draw_seed()  # first, so the seed does not depend on what the constructors draw
         self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         specs = [KINDS[t] for t in cfg.tokens]
         self.layers = nn.ModuleList([Block(s.token, cfg) for s in specs if not s.call])
@@ -86,23 +90,43 @@ class HybridLM(nn.Module):
         self.reset_parameters()
 
     # ----- construction -----
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """N(0, init_std) for projections and embeddings; residual output projections scaled by
-        1/sqrt(2 * number of residual sub-layers) (GPT-2 / mamba_ssm); SSM parameters keep their own init."""
+    def init_rules(self) -> dict[str, Init]:
+        """How every parameter starts: N(0, init_std) for projections and embeddings; residual output
+        projections scaled by 1/sqrt(2 * number of residual sub-layers) (GPT-2 / mamba_ssm); norms at 1
+        (biases 0); the Mamba mixers' own parameters by their `init_rules` (mamba_ssm's init)."""
         std = self.config.init_std
         out_std = std / math.sqrt(2 * max(1, len(self.layers)))
+        rules: dict[str, Init] = {}
         for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
+            prefix = f"{name}." if name else ""
+            own: dict[str, Init] = {}
+            if module is not self and hasattr(module, "init_rules"):
+                own = module.init_rules()
+            elif isinstance(module, nn.Linear):
                 leaf = name.rsplit(".", 1)[-1]
-                nn.init.normal_(module.weight, 0.0, out_std if leaf in ("o_proj", "down", "out_proj") else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                own = {"weight": Normal(out_std if leaf in RESIDUAL_OUTPUTS else std), "bias": Constant(0.0)}
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, 0.0, std)
+                own = {"weight": Normal(std)}
             elif isinstance(module, MoE):
-                nn.init.normal_(module.up, 0.0, std)
-                nn.init.normal_(module.down, 0.0, out_std)
+                own = {"up": Normal(std), "down": Normal(out_std), "up_bias": Constant(0.0),
+                       "down_bias": Constant(0.0)}
+            elif isinstance(module, (RMSNorm, LayerNorm, GatedRMSNorm)):
+                own = {"weight": Constant(1.0), "bias": Constant(0.0)}
+            for leaf, rule in own.items():
+                rules.setdefault(prefix + leaf, rule)
+        names = [n for n, _ in self.named_parameters()]
+        missing = [n for n in names if n not in rules]
+        if missing:
+            raise RuntimeError(f"no init rule for parameters {missing}")
+        return {n: rules[n] for n in names}
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Every parameter from its rule and (self.init_seed, its name): the same values whichever ranks
+        later hold which shards (`hybridlm.init`)."""
+        params = dict(self.named_parameters())
+        for name, rule in self.init_rules().items():
+            fill_(params[name], rule, self.init_seed, name)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -110,9 +134,13 @@ class HybridLM(nn.Module):
     # ----- forward -----
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 cache: InferenceCache | None = None, logits_to_keep: int = 0,
-                attention_mask: torch.Tensor | None = None, seq_idx: torch.Tensor | None = None) -> LMOutput:
+                attention_mask: torch.Tensor | None = None, seq_idx: torch.Tensor | None = None,
+                shift_labels: torch.Tensor | None = None) -> LMOutput:
         """input_ids (batch, len). `labels` like transformers: the loss predicts labels[:, 1:] from
-        positions [:-1]; -100 is ignored. `logits_to_keep` > 0 computes only the last positions' logits.
+        positions [:-1]; -100 is ignored. `shift_labels` (batch, len) are targets already aligned with the
+        positions (shift_labels[:, i] follows input i) and already masked (-100) where they must not be
+        predicted, as in training, where the model runs on exactly the inputs of a window and predicts every
+        next token. `logits_to_keep` > 0 computes only the last positions' logits.
 
         Several sequences per row (`hybridlm.layers.segments`): `attention_mask` (1 = token, 0 =
         padding; left padding for generation) and/or `seq_idx` (the document index of each token, for
@@ -163,17 +191,26 @@ class HybridLM(nn.Module):
             logits = logits[:, None]
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         loss = None
-        if labels is not None:
+        if shift_labels is not None:
+            loss = self.cross_entropy(logits, shift_labels)
+        elif labels is not None:
             targets = labels[:, 1:]
             if segments is not None:
                 keep = segments.labels_mask()
                 if attention_mask is not None:
                     keep = keep & attention_mask[:, 1:].bool()
                 targets = targets.masked_fill(~keep, -100)
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            loss = self.cross_entropy(logits[:, :-1], targets)
+        if loss is not None:
             if aux_loss is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss
         return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss)
+
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy of logits (..., vocab) against targets (...) in fp32; -100 is ignored.
+        (Tensor parallelism replaces it with the vocabulary-parallel version.)"""
+        return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=-100,
+                               reduction=reduction)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import linear_flops, linear_params
+from hybridlm.kinds.tp import Cut, TPPlan
 
 FP32 = 4
 
@@ -40,6 +41,15 @@ def attention_activation_bytes(n_in: int, n_heads: int, n_kv: int, head_dim: int
     a = dtype_bytes
     keep = a * (2 * n_in + (n_heads + 2 * n_kv) * head_dim + n_heads * head_dim)
     return keep + (a * n_heads * keys_per_query if recompute == "none" else FP32 * n_heads)
+
+
+def attention_tp_plan(n_heads: int, n_kv: int, tp: int, qkv_bias: bool = False, prefix: str = "") -> TPPlan:
+    """Heads split over the ranks: q, k, v column-parallel (whole heads), o row-parallel."""
+    cuts = {f"{prefix}{p}.{w}": Cut(0) for p in ("q_proj", "k_proj", "v_proj")
+            for w in (("weight", "bias") if qkv_bias else ("weight",))}
+    cuts[f"{prefix}o_proj.weight"] = Cut(1)
+    return TPPlan(cuts=cuts, enter=(prefix.rstrip("."),), leave=(f"{prefix}o_proj",),
+                  local={prefix.rstrip("."): {"n_heads": n_heads // tp, "n_kv_heads": n_kv // tp}})
 
 
 class AttentionKind(LayerKind):
@@ -108,6 +118,9 @@ class AttentionKind(LayerKind):
 
     def tp_splits(self, cfg):
         return [("attention heads", cfg.attention.n_heads), ("attention kv heads", cfg.attention_kv_heads)]
+
+    def tp_plan(self, cfg, tp):
+        return attention_tp_plan(cfg.attention.n_heads, cfg.attention_kv_heads, tp, cfg.attention.qkv_bias)
 
     def sizing(self, cfg, multiple):
         return [("attention head_dim", cfg.attention_head_dim, multiple, f"head dim divisible by {multiple}")]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hybridlm.kinds.counting import BACKWARD_FACTOR
+from hybridlm.kinds.tp import TPPlan
 
 if TYPE_CHECKING:
     from torch import nn
@@ -99,6 +100,11 @@ class LayerKind:
     def tp_splits(self, cfg: ModelConfig) -> list[tuple[str, int]]:
         """(what, size) that tensor parallelism splits; tp must divide every size."""
         return []
+
+    def tp_plan(self, cfg: ModelConfig, tp: int) -> TPPlan:
+        """How tensor (and expert) parallelism splits the built module over `tp` ranks (`hybridlm.kinds.tp`);
+        raise ValueError naming the field when it cannot."""
+        raise NotImplementedError(f"{self.name}: no tensor-parallel plan")
 
     def sizing(self, cfg: ModelConfig) -> list[tuple[str, int, int, str]]:
         """(label, value, multiple, advice) for the GPU-friendly-size rules."""

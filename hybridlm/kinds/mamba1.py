@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import einsum_flops, linear_flops, linear_params
+from hybridlm.kinds.tp import Cut, TPPlan, split_parts
 
 FP32 = 4  # SSM states and the scan's fp32 intermediates
 
@@ -75,7 +76,26 @@ class Mamba1Kind(LayerKind):
         return keep + (FP32 * 3 * di * m.d_state if recompute == "none" else 0)
 
     def tp_splits(self, cfg):
-        return [("mamba1 d_inner", cfg.mamba1_d_inner)]
+        return [("mamba1 head dim (d_inner / n_heads)", cfg.mamba1_d_inner // cfg.mamba1.n_heads)]
+
+    def tp_plan(self, cfg, tp):
+        """The inner channels of every head split over the ranks (x and z of in_proj separately, the conv,
+        dt_proj, A_log, D); x_proj contracts the split channels, so its output (dt, B, C) is summed over the
+        ranks: the second reduction of a Mamba1 layer, after out_proj's."""
+        m, h = cfg.mamba1, cfg.mamba1.n_heads
+        p = cfg.mamba1_d_inner // h
+        rows = split_parts(0, *[p] * (2 * h))  # x of each head, then z of each head
+        conv = split_parts(0, *[p] * h)
+        cuts = {"in_proj.weight": rows, "conv1d.weight": conv, "x_proj": Cut(2), "dt_proj": Cut(1),
+                "dt_proj_bias": Cut(1), "A_log": Cut(1), "D": Cut(1), "out_proj.weight": Cut(1)}
+        if m.proj_bias:
+            cuts["in_proj.bias"] = rows
+        if m.conv_bias:
+            cuts["conv1d.bias"] = conv
+        partial = tuple(f"inner_norms.{k}.weight" for k in ("dt", "B", "C")) if m.inner_norms else ()
+        return TPPlan(cuts=cuts, partial=partial, leave=("out_proj",),
+                      local={"": {"d_inner": cfg.mamba1_d_inner // tp, "headdim": p // tp}},
+                      reduce={"x_proj_reduce": "sum"} if tp > 1 else {})
 
     def sizing(self, cfg, multiple):
         return [("mamba1 d_inner", cfg.mamba1_d_inner, multiple, f"divisible by {multiple}")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import BACKWARD_FACTOR, linear_flops, linear_params, matmul_flops
+from hybridlm.kinds.tp import Cut, Part, TPPlan
 
 FP32 = 4
 
@@ -117,6 +118,32 @@ class Mamba2Kind(LayerKind):
 
     def tp_splits(self, cfg):
         return [("mamba2 heads", cfg.mamba2_n_heads)]
+
+    def tp_plan(self, cfg, tp):
+        """Megatron's layout: z, x, B, C and dt split separately (by heads and groups), the conv per rank,
+        dt_bias / A_log / D by head, the grouped gated norm local, one reduction after out_proj. With
+        ngroups = 1 < tp every rank keeps B and C (vLLM's choice) and the norm's one group spans the ranks:
+        its mean square is averaged over them."""
+        m, di, h = cfg.mamba2, cfg.mamba2_d_inner, cfg.mamba2_n_heads
+        g, gn = m.ngroups, m.ngroups * m.d_state
+        if g % tp and g != 1:
+            raise ValueError(f"mamba2.ngroups={g}: tensor parallelism needs tp={tp} to divide it (or ngroups 1, "
+                             "with B and C on every rank)")
+        bc = g % tp == 0
+        rows = Cut(0, (Part(di), Part(di), Part(gn, bc), Part(gn, bc), Part(h)))
+        conv = Cut(0, (Part(di), Part(gn, bc), Part(gn, bc)))
+        cuts = {"in_proj.weight": rows, "conv1d.weight": conv, "dt_bias": Cut(0), "A_log": Cut(0), "D": Cut(0),
+                "norm.weight": Cut(0), "out_proj.weight": Cut(1)}
+        if m.proj_bias:
+            cuts["in_proj.bias"] = rows
+        if m.conv_bias:
+            cuts["conv1d.bias"] = conv
+        g_local = g // tp if bc else g
+        local = {"": {"d_inner": di // tp, "n_heads": h // tp, "ngroups": g_local,
+                      "conv_dim": di // tp + 2 * g_local * m.d_state},
+                 "norm": {"group_size": di // g if bc else di // tp}}
+        reduce = {} if bc or tp == 1 else {"norm.stats_reduce": "mean"}
+        return TPPlan(cuts=cuts, leave=("out_proj",), local=local, reduce=reduce)
 
     def sizing(self, cfg, multiple):
         div = f"divisible by {multiple}"

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import mlp_flops, mlp_params
+from hybridlm.kinds.tp import Cut, TPPlan, split_parts
+
+
+def mlp_tp_plan(ffn: int, gated: bool, bias: bool, prefix: str = "") -> TPPlan:
+    """up column-parallel (gate and up rows split separately when gated), down row-parallel."""
+    rows = split_parts(0, ffn, ffn) if gated else Cut(0)
+    cuts = {f"{prefix}up.weight": rows, f"{prefix}down.weight": Cut(1)}
+    if bias:
+        cuts[f"{prefix}up.bias"] = rows
+    return TPPlan(cuts=cuts, enter=(prefix.rstrip("."),), leave=(f"{prefix}down",))
 
 
 class MLPKind(LayerKind):
@@ -34,6 +44,9 @@ class MLPKind(LayerKind):
 
     def tp_splits(self, cfg):
         return [("mlp ffn_dim", cfg.mlp_ffn_dim)]
+
+    def tp_plan(self, cfg, tp):
+        return mlp_tp_plan(cfg.mlp_ffn_dim, cfg.mlp.gated, cfg.mlp.bias)
 
     def sizing(self, cfg, multiple):
         return [("mlp.ffn_dim", cfg.mlp_ffn_dim, multiple, f"divisible by {multiple}")]

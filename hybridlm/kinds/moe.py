@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import linear_flops, linear_params, mlp_flops, mlp_params
+from hybridlm.kinds.tp import Cut, TPPlan, split_parts
 
 FP32 = 4
 
@@ -58,6 +59,22 @@ class MoEKind(LayerKind):
 
     def tp_splits(self, cfg):
         return [("moe ffn_dim", cfg.moe_ffn_dim)]
+
+    def tp_plan(self, cfg, tp):
+        """Experts split along ffn_dim (gate and up rows separately), the router replicated; the routing
+        itself (and expert parallelism over dim 0) is the module's `parallel` hook."""
+        m, f = cfg.moe, cfg.moe_ffn_dim
+        if tp > 1 and m.bias:
+            raise ValueError("moe.bias: tensor parallelism splits the experts along ffn_dim and cannot add "
+                             "their output biases once; set moe.bias false or tp 1")
+        rows = split_parts(1, f, f) if m.gated else Cut(1)
+        cuts = {"up": rows, "down": Cut(2)}
+        experts = ("up", "down")
+        if m.bias:
+            cuts["up_bias"] = split_parts(1, f, f) if m.gated else Cut(1)
+            experts += ("up_bias", "down_bias")
+        full = ("router.weight", "router.bias") if m.router_bias else ("router.weight",)
+        return TPPlan(cuts=cuts, full=full, enter=(), experts=experts)
 
     def sizing(self, cfg, multiple):
         return [("moe.ffn_dim", cfg.moe_ffn_dim, multiple, f"divisible by {multiple}")]

@@ -12,10 +12,13 @@ from hybridlm.kinds.attention import (
     attention_core_flops,
     attention_params,
     attention_proj_flops,
+    attention_tp_plan,
     kv_cache_bytes,
 )
 from hybridlm.kinds.base import LayerKind
 from hybridlm.kinds.counting import linear_flops, mlp_flops, mlp_params, norm_params
+from hybridlm.kinds.mlp import mlp_tp_plan
+from hybridlm.kinds.tp import Cut, TPPlan, split_parts
 
 
 class SharedKind(LayerKind):
@@ -110,6 +113,27 @@ class SharedKind(LayerKind):
 
     def tp_splits(self, cfg):
         return [("shared heads", cfg.shared.n_heads), ("shared kv heads", cfg.shared_kv_heads)]
+
+    def tp_plan(self, cfg, tp):
+        """What a call owns: the LoRA B matrices split like the projections they adapt; the A matrices see
+        the region's input and are replicated with partial gradients; the d x d projection replicated."""
+        s, cuts, partial = cfg.shared, {}, []
+        if s.lora_qkv:
+            for name in ("lora_q", "lora_k", "lora_v"):
+                cuts[f"{name}.b.weight"] = Cut(0)
+                partial.append(f"{name}.a.weight")
+        if s.lora_mlp:
+            f = cfg.shared_ffn_dim
+            cuts["lora_mlp.b.weight"] = split_parts(0, f, f) if s.gated else Cut(0)
+            partial.append("lora_mlp.a.weight")
+        return TPPlan(cuts=cuts, partial=tuple(partial), enter=())
+
+    def block_tp_plan(self, cfg, tp):
+        """A shared block: its attention and its MLP, each its own region."""
+        attn = attention_tp_plan(cfg.shared.n_heads, cfg.shared_kv_heads, tp, prefix="attn.")
+        mlp = mlp_tp_plan(cfg.shared_ffn_dim, cfg.shared.gated, False, prefix="mlp.")
+        return TPPlan(cuts={**attn.cuts, **mlp.cuts}, enter=attn.enter + mlp.enter, leave=attn.leave + mlp.leave,
+                      local=attn.local)
 
     def sizing(self, cfg, multiple):
         div = f"divisible by {multiple}"

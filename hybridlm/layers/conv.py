@@ -33,7 +33,8 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         y = full[:, k - 1:] * w[k - 1]
         for j in range(k - 1):
             y = y + full[:, j:j + l] * w[j]
-    return y + bias if bias is not None else y
+    y = y + bias if bias is not None else y
+    return y.to(x.dtype)  # fp32 weights must not promote bf16 activations (causal_conv1d keeps the input dtype)
 
 
 def causal_conv_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.init import Constant, DtBias, LogPosition, Uniform, apply_rules, draw_seed
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import RMSNorm
@@ -36,30 +37,29 @@ class Mamba1(nn.Module):
         self.dt_proj_bias = nn.Parameter(torch.empty(h, p))
         self.A_log = nn.Parameter(torch.empty(h, p, n))
         self.D = nn.Parameter(torch.empty(h, p))
+        for param in (self.dt_proj_bias, self.A_log, self.D):
+            param._no_weight_decay = True  # as mamba_ssm: no weight decay on the SSM's own parameters
         self.inner_norms = nn.ModuleDict(
             {"dt": RMSNorm(r, norm_eps), "B": RMSNorm(n, norm_eps), "C": RMSNorm(n, norm_eps)}
         ) if inner_norms else None
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=proj_bias)
         self._dt_init = (dt_min, dt_max, dt_init_floor)
+        self.x_proj_reduce = None  # set by tensor parallelism (hybridlm.parallel)
         self.reset_ssm_parameters()
 
-    @torch.no_grad()
-    def reset_ssm_parameters(self) -> None:
+    def init_rules(self) -> dict:
         """mamba_ssm's init: x_proj like nn.Linear, dt_proj uniform(+-rank^-0.5), dt bias = softplus^-1 of a
-        log-uniform dt, A = 1..N per channel (S4D-real), D = 1. Nothing to set on the meta device (a model
-        built to be loaded), where these ops would load torch's Python meta kernels (~70 MB)."""
-        if self.A_log.is_meta:
-            return
-        dt_min, dt_max, floor = self._dt_init
-        bound = self.headdim ** -0.5
-        nn.init.uniform_(self.x_proj, -bound, bound)
-        nn.init.uniform_(self.dt_proj, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        dt = torch.exp(torch.rand(self.dt_proj_bias.shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=floor)
-        self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        A = torch.arange(1, self.d_state + 1, dtype=torch.float32)
-        self.A_log.copy_(torch.log(A).expand_as(self.A_log))
-        self.D.fill_(1.0)
+        log-uniform dt, A = 1..N per channel (S4D-real), D = 1; the conv as PyTorch's default."""
+        bound = self.conv1d.kernel_size[0] ** -0.5
+        rules = {"x_proj": Uniform(self.headdim ** -0.5), "dt_proj": Uniform(self.dt_rank ** -0.5),
+                 "dt_proj_bias": DtBias(*self._dt_init), "A_log": LogPosition(2), "D": Constant(1.0),
+                 "conv1d.weight": Uniform(bound)}
+        if self.conv1d.bias is not None:
+            rules["conv1d.bias"] = Uniform(bound)
+        return rules
+
+    def reset_ssm_parameters(self) -> None:
+        apply_rules(self, self.init_rules(), draw_seed())
 
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size[0]
@@ -68,14 +68,18 @@ class Mamba1(nn.Module):
             "ssm": torch.zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device),
         }
 
-    def _ssm_inputs(self, x: torch.Tensor):
-        """x (..., h, p) -> dt (..., h, p) after softplus, B and C (..., h, n)."""
+    def _ssm_inputs(self, x: torch.Tensor, softplus: bool = True):
+        """x (..., h, p) -> dt (..., h, p), after bias and softplus unless `softplus` is False (the kernel
+        applies them), B and C (..., h, n)."""
         dbc = torch.einsum("...hp,hkp->...hk", x, self.x_proj)
+        if self.x_proj_reduce is not None:  # tensor parallelism: x_proj contracted only this rank's channels
+            dbc = self.x_proj_reduce(dbc)
         dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.inner_norms is not None:
             dt, B, C = self.inner_norms["dt"](dt), self.inner_norms["B"](B), self.inner_norms["C"](C)
         dt = torch.einsum("...hr,hpr->...hp", dt, self.dt_proj)
-        dt = F.softplus(dt.float() + self.dt_proj_bias.float())
+        if softplus:
+            dt = F.softplus(dt.float() + self.dt_proj_bias.float())
         return dt, B, C
 
     def forward(self, u: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, offset: int = 0,
@@ -102,14 +106,16 @@ class Mamba1(nn.Module):
                 left = cache["conv"] if cache is not None else None
             x = causal_conv(x, self.conv1d.weight, self.conv1d.bias, left, taps)
             x = F.silu(x).unflatten(-1, (self.n_heads, self.headdim))
-            dt, B, C = self._ssm_inputs(x)
             resets = segments.resets if segments is not None else None
             # mamba_ssm's selective_scan_fn has no state resets: segments take the PyTorch path
             use_kernel = self.n_heads == 1 and cache is None and resets is None
             kernel = kernels.selective_scan_kernel(x) if use_kernel else None
-            if kernel is not None:  # mamba_ssm layout: (b, d, l), B/C (b, n, l)
-                y = kernel(x.flatten(-2).transpose(1, 2), dt.flatten(-2).transpose(1, 2).to(x.dtype),
-                           A.flatten(0, 1), B[:, :, 0].transpose(1, 2), C[:, :, 0].transpose(1, 2))
+            dt, B, C = self._ssm_inputs(x, softplus=kernel is None)
+            if kernel is not None:  # mamba_ssm's contract: u, delta, B, C (b, ., l) in one dtype; A, bias fp32
+                io = x.dtype
+                y = kernel(x.flatten(-2).transpose(1, 2), dt.flatten(-2).transpose(1, 2).to(io),
+                           A.flatten(0, 1), B[:, :, 0].transpose(1, 2).to(io), C[:, :, 0].transpose(1, 2).to(io),
+                           delta_bias=self.dt_proj_bias.float().flatten(), delta_softplus=True)
                 y = y.transpose(1, 2).unflatten(-1, (self.n_heads, self.headdim)).float()
             else:
                 initial = cache["ssm"] if cache is not None and passing is None else None

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.init import Constant, DtBias, LogPosition, Uniform, apply_rules, draw_seed
 from hybridlm.layers import kernels
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import GatedRMSNorm
@@ -34,23 +35,25 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.empty(self.n_heads))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True  # as mamba_ssm: no weight decay on the SSM's own parameters
         self.norm = GatedRMSNorm(self.d_inner, self.d_inner // ngroups, eps=norm_eps)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=proj_bias)
         self._dt_init = (dt_min, dt_max, dt_init_floor)
         self.reset_ssm_parameters()
 
-    @torch.no_grad()
+    def init_rules(self) -> dict:
+        """mamba_ssm's init: dt log-uniform in [dt_min, dt_max] (stored as softplus^-1), A = 1..H, D = 1; the
+        conv as PyTorch's default (U(+-1/sqrt(kernel)))."""
+        bound = self.conv1d.kernel_size[0] ** -0.5
+        rules = {"dt_bias": DtBias(*self._dt_init), "A_log": LogPosition(0), "D": Constant(1.0),
+                 "conv1d.weight": Uniform(bound)}
+        if self.conv1d.bias is not None:
+            rules["conv1d.bias"] = Uniform(bound)
+        return rules
+
     def reset_ssm_parameters(self) -> None:
-        """mamba_ssm's init: dt log-uniform in [dt_min, dt_max] (stored as softplus^-1), A = 1..H, D = 1.
-        Nothing to set on the meta device (see Mamba1.reset_ssm_parameters)."""
-        if self.A_log.is_meta:
-            return
-        dt_min, dt_max, floor = self._dt_init
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=floor)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.A_log.copy_(torch.log(torch.arange(1, self.n_heads + 1, dtype=torch.float32)))
-        self.D.fill_(1.0)
+        apply_rules(self, self.init_rules(), draw_seed())
 
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size[0]
@@ -90,13 +93,14 @@ class Mamba2(nn.Module):
         xBC = F.silu(causal_conv(xBC, self.conv1d.weight, self.conv1d.bias, left, taps))
         x, B, C = self._split_xBC(xBC)
         x = x.unflatten(-1, (self.n_heads, self.headdim))
-        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
         initial = cache["ssm"] if cache is not None and passing is None else None
         resets = segments.resets if segments is not None else None
         kernel = kernels.ssd_kernel(x) if resets is None or initial is None else None
-        if kernel is not None:
+        raw_dt, dt = dt, F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.dt_limit)
+        if kernel is not None:  # x, B, C in the activation dtype (bf16 under autocast); dt raw, its bias fp32
             seq_idx = resets.int().cumsum(1, dtype=torch.int32) if resets is not None else None
-            y, final = kernel(x, dt, A, B, C, self.chunk_size, D=None, initial_states=initial, seq_idx=seq_idx,
+            y, final = kernel(x, raw_dt, A, B, C, self.chunk_size, D=None, dt_bias=self.dt_bias.float(),
+                              dt_softplus=True, dt_limit=self.dt_limit, initial_states=initial, seq_idx=seq_idx,
                               return_final_states=True)
         else:
             chunk = self.chunk_size

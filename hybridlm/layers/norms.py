@@ -40,10 +40,14 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.group_size = group_size
         self.eps = eps
+        self.stats_reduce = None  # tensor parallelism: averages the mean square over ranks sharing a group
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         dtype = y.dtype
         h = y.float() * F.silu(z.float())
         g = h.unflatten(-1, (-1, self.group_size))
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        ms = g.pow(2).mean(-1, keepdim=True)
+        if self.stats_reduce is not None:
+            ms = self.stats_reduce(ms)
+        g = g * torch.rsqrt(ms + self.eps)
         return self.weight * g.flatten(-2).to(dtype)

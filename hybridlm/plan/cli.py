@@ -57,6 +57,12 @@ def plan(
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
     zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (shards over the data-parallel degree)."),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (MoE experts split over ep data-parallel ranks)."),
+    master_weights: bool = typer.Option(
+        True, "--master-weights/--no-master-weights",
+        help="Low-precision weights plus an fp32 master copy in the optimizer (16 bytes/param); without: the "
+        "weights are the fp32 master, as hybridlm train keeps them (use --dtype-bytes 4).",
+    ),
     recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
     attention: str = typer.Option("kernel", "--attention", help="kernel (full s^2, headline) | causal"),
     device: str = typer.Option("cuda", "--device", help="cuda | cpu: the SSD chunk size the FLOPs assume "
@@ -105,6 +111,8 @@ def plan(
         tp=tp,
         pp=pp,
         zero=zero,
+        ep=ep,
+        master_weights=master_weights,
         recompute=recompute,
         attention=attention,
         device=device,

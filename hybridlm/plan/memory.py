@@ -1,12 +1,18 @@
 """Memory: inference (weights + the cache HybridLM.allocate_cache makes) and training (weights,
-gradients, optimizer states and activations per GPU under data, tensor and pipeline parallelism).
+gradients, optimizer states and activations per GPU under data, tensor, expert and pipeline parallelism).
 
 Bytes-per-parameter convention for training (mixed precision with Adam), the 16-byte rule:
     weights 2 (bf16/fp16) + gradients 2 + fp32 master weights 4 + Adam m 4 + Adam v 4 = 16.
-Parallelism: tensor (tp) and pipeline (pp) parallelism split the model's parameters evenly over
-tp x pp GPUs (an assumption: real splits are slightly uneven); data parallelism replicates them over
-dp = gpus / (tp x pp). ZeRO divides by dp only: stage 1 the optimizer states (master + m + v),
-stage 2 also the gradients, stage 3 also the weights.
+With `master_weights=False` the weights themselves are the fp32 master (hybridlm's trainer: fp32
+parameters, bf16 compute by autocast or FSDP2's mixed precision): use dtype_bytes=4, and the optimizer
+holds only m and v.
+
+Per-GPU weights, gradients and optimizer state are exact for tensor (tp), expert (ep) and data
+parallelism with ZeRO 0-3 as the trainer runs them (`hybridlm.parallel.footprint`: the same parameter
+layouts the trainer splits the model with; replicated norms, routers and Mamba2's B/C with one group
+counted on every rank). Pipeline parallelism (pp) divides them evenly over the stages (an
+approximation: real stages are uneven). dp = gpus / (tp x pp) data-parallel ranks, ep of which share one
+set of experts.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class MemoryReport:
     tp: int
     pp: int
     zero: int
+    ep: int
     recompute: str
     bytes_per_param: dict[str, int]
     train_weights_bytes: float  # per GPU
@@ -109,9 +116,11 @@ class MemoryReport:
         return asdict(self)
 
 
-def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int) -> int:
+def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int, ep: int = 1) -> int:
     """Validate the parallel layout and return the data-parallel degree."""
-    _check_sizes(gpus=gpus, tp=tp, pp=pp)
+    from hybridlm.parallel.shards import validate
+
+    _check_sizes(gpus=gpus, tp=tp, pp=pp, ep=ep)
     if zero not in (0, 1, 2, 3):
         raise ConfigError(f"zero must be 0, 1, 2 or 3, got {zero}")
     if gpus % (tp * pp):
@@ -119,11 +128,11 @@ def check_parallel(cfg: ModelConfig, gpus: int, tp: int, pp: int, zero: int) -> 
     n_sub = sum(not KINDS[t].call for t in cfg.tokens)
     if pp > n_sub:
         raise ConfigError(f"pp={pp} exceeds the number of sub-layers ({n_sub})")
-    for token in sorted(set(cfg.tokens)):
-        for what, size in KINDS[token].tp_splits(cfg):
-            if size % tp:
-                raise ConfigError(f"tp={tp} must divide the {what} ({size})")
-    return gpus // (tp * pp)
+    dp = gpus // (tp * pp)
+    if dp % ep:
+        raise ConfigError(f"ep={ep} must divide the data-parallel degree gpus / (tp x pp) = {dp}")
+    validate(cfg, tp, ep)
+    return dp
 
 
 def memory(
@@ -138,19 +147,22 @@ def memory(
     zero: int = 0,
     recompute: str = "none",
     optimizer: str = "adam",
+    ep: int = 1,
+    master_weights: bool = True,
 ) -> MemoryReport:
     """Inference and training memory of HybridLM(cfg). `batch` is the micro-batch per data-parallel rank."""
+    from hybridlm.parallel.footprint import local_elements
+
     _check_sizes(batch=batch, seq_len=seq_len, dtype_bytes=dtype_bytes)
     _check_choice("recompute", recompute, RECOMPUTE)
     _check_choice("optimizer", optimizer, tuple(OPTIMIZER_BYTES))
-    dp = check_parallel(cfg, gpus, tp, pp, zero)
+    dp = check_parallel(cfg, gpus, tp, pp, zero, ep)
     n = params(cfg).total
     cache = cache_bytes_by_kind(cfg, batch, seq_len, dtype_bytes)
-    per_param = {"weights": dtype_bytes, "grads": dtype_bytes, "optimizer": OPTIMIZER_BYTES[optimizer]}
-    shard = n / (tp * pp)  # parameters held by one model-parallel rank
-    w = shard * per_param["weights"] / (dp if zero >= 3 else 1)
-    g = shard * per_param["grads"] / (dp if zero >= 2 else 1)
-    o = shard * per_param["optimizer"] / (dp if zero >= 1 else 1)
+    per_param = {"weights": dtype_bytes, "grads": dtype_bytes,
+                 "optimizer": OPTIMIZER_BYTES[optimizer] - (0 if master_weights else FP32)}
+    local = local_elements(cfg, tp, ep, zero, dp)  # on the most loaded rank, before pipeline stages
+    w, g, o = (local[k] * per_param[k] / pp for k in ("weights", "grads", "optimizer"))
     acts = activation_bytes(cfg, batch, seq_len, recompute, dtype_bytes)
     # tensor (+ sequence) parallelism splits activations over tp; with 1F1B the first pipeline stage
     # holds pp micro-batches of 1/pp of the layers, i.e. the whole model's worth.
@@ -169,6 +181,7 @@ def memory(
         tp=tp,
         pp=pp,
         zero=zero,
+        ep=ep,
         recompute=recompute,
         bytes_per_param=per_param,
         train_weights_bytes=w,

@@ -27,6 +27,8 @@ def build_plan(
     tp: int = 1,
     pp: int = 1,
     zero: int = 0,
+    ep: int = 1,
+    master_weights: bool = True,
     recompute: str = "none",
     attention: str = "kernel",
     dtype_bytes: int = 2,
@@ -51,6 +53,8 @@ def build_plan(
         tp=tp,
         pp=pp,
         zero=zero,
+        ep=ep,
+        master_weights=master_weights,
         recompute=recompute,
     )
     out = {
@@ -139,6 +143,8 @@ def render(plan: dict, console: Console) -> None:
             t.add_row(f"inference cache: {k}", binary_bytes(v))
     t.add_row("[bold]inference total[/]", f"[bold]{binary_bytes(m['inference_total_bytes'])}[/]")
     layout = f"gpus {m['gpus']} = dp {m['dp']} x tp {m['tp']} x pp {m['pp']}, ZeRO {m['zero']}"
+    if m["ep"] > 1:
+        layout += f", experts over ep {m['ep']}"
     t.add_row(f"train per GPU ({layout})", "")
     for k in ("weights", "grads", "optimizer", "activation"):
         t.add_row(f"  {k}", binary_bytes(m[f"train_{k}_bytes"]))

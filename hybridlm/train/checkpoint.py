@@ -4,17 +4,19 @@
         meta.json     step, tokens, phase, run config, world size, format, bad-step streak, and `files`: the size
                       and xxh3-128 digest of every other file; `checksum` covers meta.json's own content
         rng.pt        torch (CPU and CUDA), numpy and python RNG states
-        model.pt      plain state dict of the unwrapped model   | format "torch" (none, ddp, zero1)
-        optim.pt      optimizer state (ZeRO-1: consolidated)     |
-        dcp/          torch.distributed.checkpoint of {model, optim}  (format "dcp", fsdp2)
+        model.pt      plain state dict of the unwrapped model   | format "torch" (one process; ddp and zero1
+        optim.pt      optimizer state (ZeRO-1: consolidated)     |   without tensor / expert parallelism)
+        dcp/          torch.distributed.checkpoint of the weights and Adam state by single-process name and
+                      shape (format "dcp": fsdp2, tensor or expert parallelism; `hybridlm.parallel.checkpoint`)
 
 A checkpoint is written into `checkpoints/.tmp-step_N` and renamed into place with `os.replace` only when
 every file is on disk, so a kill during a save leaves the previous checkpoints intact (and `.tmp-*` debris,
 removed by the next save). Before a checkpoint is used (`--resume`, `anneal --from`, `train.init_from`) every file is
 checked against meta.json (`verify_checkpoint`): a truncated, empty, missing or flipped file, or a damaged
 meta.json, makes it invalid, and resuming falls back to the newest valid checkpoint with a line saying which and
-why (`newest_valid`). The data position is the step itself (see `hybridlm.train.data`). A DCP checkpoint written
-by N ranks loads in any number of processes, including one without a process group.
+why (`newest_valid`). The data position is the step itself (see `hybridlm.train.data`). Checkpoints reshard: a DCP
+checkpoint written in any layout (N ranks, tp, ep, FSDP2) loads in any other, including one process without a
+process group, and a "torch" checkpoint loads into a split model too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import torch
 from torch import nn
 
 from hybridlm.errors import CheckpointError
+from hybridlm.parallel import checkpoint as pc
+from hybridlm.parallel.model import ParallelModel
 from hybridlm.train.distributed import DistContext, barrier, unwrap
 from hybridlm.train.faults import maybe_fault
 
@@ -103,17 +107,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _dcp_state(model: nn.Module, optimizer: torch.optim.Optimizer):
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    msd, osd = get_state_dict(model, optimizer)
-    return {"model": msd, "optim": osd}
+def checkpoint_format(ctx: DistContext) -> str:
+    return "dcp" if ctx.enabled and (ctx.mode == "fsdp2" or ctx.pmesh.dims.sharded) else "torch"
 
 
 def save_checkpoint(
     ckpt_dir: Path,
     step: int,
-    model: nn.Module,
+    model: nn.Module | ParallelModel,
     optimizer: torch.optim.Optimizer,
     meta: dict,
     ctx: DistContext,
@@ -129,22 +130,23 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         tmp.mkdir()
     barrier(ctx)
-    fmt = "dcp" if ctx.mode == "fsdp2" else "torch"
+    fmt = checkpoint_format(ctx)
     if fmt == "dcp":
-        import torch.distributed.checkpoint as dcp
-
-        dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+        pc.save(tmp / "dcp", pc.state_view(model.model, model.layouts, optimizer, owned=model.owned_boxes))
     else:
         if ctx.mode == "zero1":
             optimizer.consolidate_state_dict(to=0)
         if ctx.is_main:
-            _save_file(unwrap(model).state_dict(), tmp / "model.pt")
+            target = model.model if isinstance(model, ParallelModel) else unwrap(model)
+            _save_file(target.state_dict(), tmp / "model.pt")
             maybe_fault("save", step)
             _save_file(optimizer.state_dict(), tmp / "optim.pt")
     barrier(ctx)
     if ctx.is_main:
         _save_file(rng_state(), tmp / "rng.pt")
-        meta = {**meta, "step": step, "format": fmt, "world": ctx.world, "mode": ctx.mode, "files": _manifest(tmp)}
+        dims = ctx.pmesh.dims
+        meta = {**meta, "step": step, "format": fmt, "world": ctx.world, "mode": ctx.mode, "tp": dims.tp,
+                "ep": dims.ep, "files": _manifest(tmp)}
         meta["checksum"] = _meta_checksum(meta)
         with open(tmp / "meta.json", "w") as fh:
             fh.write(json.dumps(meta, indent=2) + "\n")
@@ -272,58 +274,61 @@ def _load(path: Path, weights_only: bool = True):
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, restore_rng: bool = True
+    path: Path, model: nn.Module | ParallelModel, optimizer: torch.optim.Optimizer | None, restore_rng: bool = True,
+    no_dist: bool = False,
 ) -> dict:
-    """Load weights (and optimizer state and RNG states) into a model wrapped for the current run; returns
-    meta.
-    With `optimizer=None` only the weights are loaded (e.g. to start annealing from a phase-1 checkpoint)."""
+    """Load weights (and optimizer state and RNG states) into a model wrapped for the current run, or a split
+    `ParallelModel`, whatever layout wrote the checkpoint; returns meta. With `optimizer=None` only the weights
+    are loaded (e.g. to start annealing from a phase-1 checkpoint). `no_dist`: load in this process alone
+    (while a process group is up)."""
     path = Path(path)
     meta = read_meta(path)
+    split = isinstance(model, ParallelModel)
+    target = model.model if split else unwrap(model)
+    layouts = model.layouts if split else pc.plain_layouts(target)
     if meta["format"] == "dcp":
-        import warnings
+        import torch.distributed as dist
 
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            set_model_state_dict,
-            set_state_dict,
-        )
-
-        with warnings.catch_warnings():  # loading in one process (no process group) is intended
-            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-            if optimizer is None:
-                state = {"model": get_model_state_dict(model)}
-                dcp.load(state, checkpoint_id=str(path / "dcp"))
-                set_model_state_dict(model, state["model"])
-            else:
-                state = _dcp_state(model, optimizer)
-                dcp.load(state, checkpoint_id=str(path / "dcp"))
-                set_state_dict(
-                    model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-                )
+        pc.load(path / "dcp", pc.state_view(target, layouts, optimizer),
+                no_dist=no_dist or not (dist.is_available() and dist.is_initialized()))
     else:
-        target = unwrap(model)
-        if hasattr(target, "_fsdp_state") or _is_fsdp(target):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-            sd = _load(path / "model.pt")
-            set_model_state_dict(target, sd, options=StateDictOptions(full_state_dict=True))
-            if optimizer is not None:
-                raise CheckpointError(
-                    f"{path}: a {meta['mode']} checkpoint resumes in mode none/ddp/zero1, not fsdp2"
-                )
+        weights = _load(path / "model.pt")
+        if split:
+            pc.load_full_state(target, layouts, weights)
         else:
             try:
-                target.load_state_dict(_load(path / "model.pt"))
+                target.load_state_dict(weights)
             except RuntimeError as err:  # another model's weights
                 first = str(err).splitlines()[1:2] or [str(err)]
                 raise CheckpointError(f"{path}: the weights do not fit this model ({first[0].strip()[:160]})") from None
-            if optimizer is not None:
-                optimizer.load_state_dict(_load(path / "optim.pt", weights_only=False))
+        if optimizer is not None:
+            state = _load(path / "optim.pt", weights_only=False)
+            if split:
+                _load_full_adam(target, layouts, optimizer, state, path)
+            else:
+                optimizer.load_state_dict(state)
     if restore_rng and optimizer is not None:
         set_rng_state(_load(path / "rng.pt", weights_only=False))
     return meta
 
 
-def _is_fsdp(model: nn.Module) -> bool:
-    return any(type(m).__name__.startswith("FSDP") for m in model.modules())
+@torch.no_grad()
+def _load_full_adam(model: nn.Module, layouts, optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
+    """A one-process Adam state dict (states by parameter position, over the groups in order) into the shards
+    of the same parameters, which this optimizer's groups list in the same order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    saved = state["state"]
+    if len(order) != sum(len(g["params"]) for g in state["param_groups"]):
+        raise CheckpointError(f"{path}: its optimizer groups do not match this run's (different optim settings?)")
+    pc.ensure_adam_state(optimizer)
+    params = dict(model.named_parameters())
+    for i, name in enumerate(order):
+        if i not in saved:
+            continue
+        st = optimizer.state[params[name]]
+        st["step"].copy_(saved[i]["step"])
+        for k in pc.ADAM_STATE:
+            local = pc.local_tensor(st[k])
+            for offsets, sizes, where, _ in layouts[name].boxes():
+                local[where] = saved[i][k][tuple(slice(o, o + s) for o, s in zip(offsets, sizes, strict=True))]

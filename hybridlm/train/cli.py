@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hybridlm.errors import ConfigError
+from hybridlm.errors import ConfigError, HybridLMError
 
 console = Console(stderr=True)
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -58,11 +58,15 @@ def train(
         False, "--example-config", help="Print a complete, commented config and exit."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result summary as JSON on stdout."),
-) -> None:
+    nproc: int = typer.Option(
+        1, "--nproc", help="Start N local processes (as torchrun --standalone --nproc_per_node N would); "
+        "distributed.mode / tp / ep say how they split the work."
+    ),
+) -> int | None:
     """Pretrain a model on packed token shards. Override any field with --section.key VALUE."""
     if example:
         typer.echo(example_config(), nl=False)
-        return
+        return None
     from hybridlm.train.config import RunConfig, parse_cli_overrides
     from hybridlm.train.loop import run_training
 
@@ -75,6 +79,10 @@ def train(
             raise ConfigError("give a CONFIG.yaml (or --resume in an OUTPUT that has config.yaml)")
         config = saved
     cfg = RunConfig.from_yaml(config, overrides)
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        return _launch(cfg, nproc)
     result = run_training(cfg, output, resume=resume, overwrite=overwrite, allow_changes=allow_changes,
                           replan_schedule=replan_schedule)
     if result.get("rank", 0) != 0:
@@ -83,6 +91,38 @@ def train(
         typer.echo(json.dumps(result))
     else:
         _summary(result)
+    return None
+
+
+def _launch(cfg, nproc: int) -> int:
+    """Check the layout here (one-line errors), then run this same command (without --nproc) in `nproc`
+    processes under torchrun."""
+    import os
+    import subprocess
+    import sys
+
+    from hybridlm.parallel.mesh import ParallelDims
+    from hybridlm.parallel.shards import validate
+
+    d = cfg.distributed
+    dims = ParallelDims(nproc, d.tp, d.ep, d.sequence_parallel)
+    if dims.data > 1 and d.mode == "none":
+        raise ConfigError(f"--nproc {nproc} gives {dims.data} data-parallel ranks: set --distributed.mode "
+                          "ddp, zero1 or fsdp2")
+    validate(cfg.model_config_obj(), d.tp, d.ep, d.sequence_parallel, cfg.data.seq_len)
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "hybridlm", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code = subprocess.run(cmd, env=env).returncode
+    if code:
+        raise HybridLMError(f"the {nproc} training processes failed (exit code {code}); see their messages above")
+    return 0
 
 
 def anneal(

@@ -186,8 +186,23 @@ class TrainConfig(_Sub):
 
 
 class DistributedConfig(_Sub):
+    """Data parallelism (`mode`) on the ranks left after tensor (`tp`) and expert (`ep`) parallelism:
+    world = dp x ep x tp (see `hybridlm.parallel.mesh`)."""
+
     mode: Literal["none", "ddp", "zero1", "fsdp2"] = "none"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
+    tp: int = 1  # tensor-parallel degree (ranks sharing one replica's layers)
+    ep: int = 1  # expert-parallel degree (data ranks sharing one set of experts)
+    sequence_parallel: bool = False  # with tp > 1: norms and the residual stream split along the sequence
+
+    @model_validator(mode="after")
+    def _check(self) -> DistributedConfig:
+        for name in ("tp", "ep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sequence_parallel and self.tp == 1:
+            raise ValueError("sequence_parallel needs tp > 1")
+        return self
 
 
 class RunConfig(_Section):

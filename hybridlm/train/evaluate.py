@@ -59,7 +59,10 @@ def evaluate_loss(
             inputs = ids[:, :-1]
             logits = model(inputs, seq_idx=document_ids(inputs, eos) if eos is not None else None).logits
         targets = ids[:, 1:] if eos is None else ids[:, 1:].masked_fill(inputs == eos, -100)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100)
+        if hasattr(model, "cross_entropy"):  # a HybridLM, possibly split along the vocabulary
+            loss = model.cross_entropy(logits, targets, reduction="sum")
+        else:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100)
         total += float(loss)
         count += int((targets != -100).sum())
     model.train(was_training)

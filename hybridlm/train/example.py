@@ -24,7 +24,7 @@ optim:                      # AdamW
   eps: 1.0e-8
   weight_decay: 0.1
   no_decay_norms: true      # no weight decay on norm weights,
-  no_decay_biases: true     # on biases and other 1-d parameters (SSM A_log, D, dt_bias),
+  no_decay_biases: true     # on biases and other 1-d parameters (the SSMs' A_log, D, dt bias never decay),
   no_decay_embeddings: true # and on embeddings
 
 schedule:                   # LR as a function of the step: constant | cosine | linear | wsd | anneal
@@ -59,7 +59,10 @@ train:
   plots: true               # OUTPUT/plots/loss.png and lr.png
   export: true              # the final model in the Hugging Face layout, OUTPUT/final
 
-distributed:                # launch with torchrun --nproc_per_node N ... for ddp | zero1 | fsdp2
-  mode: none
+distributed:                # N processes: `hybridlm train this.yaml -o OUT --nproc N` (or torchrun); N = dp x ep x tp
+  mode: none                # data parallelism: none | ddp | zero1 | fsdp2 (FSDP2: bf16 compute, fp32 master on CUDA)
   backend: auto             # gloo on CPU, nccl on CUDA
+  tp: 1                     # tensor parallelism: each layer split over tp ranks (Megatron's layout for Mamba2)
+  ep: 1                     # expert parallelism: MoE experts split over ep data-parallel ranks (all-to-all)
+  sequence_parallel: false  # with tp > 1: norms and the residual stream split along the sequence
 """

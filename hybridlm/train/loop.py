@@ -15,6 +15,8 @@ import torch
 from hybridlm.data.tokenizer import copy_tokenizer
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
+from hybridlm.parallel.model import ParallelModel
+from hybridlm.plan.params import params as params_count
 from hybridlm.train import checkpoint as ckpt
 from hybridlm.train import rundir
 from hybridlm.train.config import RunConfig
@@ -27,12 +29,12 @@ from hybridlm.train.distributed import (
     no_sync,
     shutdown,
     unwrap,
-    wrap_model,
 )
+from hybridlm.train.distributed import barrier as ctx_barrier
 from hybridlm.train.evaluate import evaluate_loss
 from hybridlm.train.faults import nan_step
 from hybridlm.train.metrics import MetricsLogger, ProgressBar, read_metrics
-from hybridlm.train.optim import build_optimizer, set_lr
+from hybridlm.train.optim import build_optimizer, no_decay_names, plain_no_decay_names, set_lr
 from hybridlm.train.plots import plot_run
 from hybridlm.train.schedules import lr_at
 from hybridlm.train.throughput import Throughput, peak_flops, train_flops_per_token
@@ -85,7 +87,7 @@ def run_training(
             shutdown(ctx)
 
 
-def _load_init_weights(model: HybridLM, source: str) -> None:
+def _load_init_weights(model: HybridLM | ParallelModel, source: str) -> None:
     """train.init_from: the weights at a model location with weights (an export such as OUTPUT/final, a checkpoint
     or a run directory; `hybridlm.locate`)."""
     from hybridlm.errors import CheckpointError, ConfigError
@@ -101,11 +103,29 @@ def _load_init_weights(model: HybridLM, source: str) -> None:
     if loc.kind == "checkpoint":
         ckpt.load_checkpoint(ckpt.find_checkpoint(loc.path), model, None)
         return
+    weights = HybridLM.from_pretrained(loc.path).state_dict()
+    if isinstance(model, ParallelModel):
+        from hybridlm.parallel.checkpoint import load_full_state
+
+        load_full_state(model.model, model.layouts, weights)
+        return
     try:
-        model.load_state_dict(HybridLM.from_pretrained(loc.path).state_dict())
+        model.load_state_dict(weights)
     except RuntimeError as err:
         first = (str(err).splitlines()[1:2] or [str(err)])[0].strip()[:160]
         raise HybridLMError(f"train.init_from {source}: its weights do not fit this run's model ({first})") from None
+
+
+def _build(mcfg, cfg: RunConfig, ctx: DistContext, device: torch.device):
+    """(the plain or split model, what forward runs on, what checkpoints take, the no-decay names)."""
+    t = cfg.train
+    if not ctx.enabled:
+        model = HybridLM(mcfg).to(device)
+        return model, model, model, no_decay_names(model, cfg.optim)
+    mixed = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
+    pm = ParallelModel.build(mcfg, ctx.pmesh, ctx.mode, device, mixed if ctx.mode == "fsdp2" else None,
+                             cfg.data.seq_len)
+    return pm.model, pm.wrapped, pm, plain_no_decay_names(mcfg, cfg.optim)
 
 
 def _train(
@@ -119,22 +139,23 @@ def _train(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     mcfg = cfg.model_config_obj()
-    model = HybridLM(mcfg).to(device)
+    model, wrapped, holder, exempt = _build(mcfg, cfg, ctx, device)
     model.gradient_checkpointing = t.activation_checkpointing
     model.train()
 
     resume_from = run.checkpoint
     if resume_from is None and t.init_from:
-        _load_init_weights(model, t.init_from)
-    wrapped = wrap_model(model, ctx, device)
-    optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, zero1=ctx.mode == "zero1")
+        _load_init_weights(holder, t.init_from)
+    optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, zero1=ctx.mode == "zero1", exempt=exempt,
+                                process_group=ctx.pmesh.data_group if ctx.enabled else None)
     start, tokens, bad, eval_before = 0, 0, 0, None
     if resume_from is not None:
-        meta = ckpt.load_checkpoint(resume_from, wrapped, optimizer)
+        meta = ckpt.load_checkpoint(resume_from, holder, optimizer)
         start, tokens, bad = meta["step"], meta["tokens"], meta.get("bad_streak", 0)
         eval_before = meta.get("eval_before")
 
-    stream = BatchStream(cfg.data, t, ctx.world, ctx.rank, vocab_size=mcfg.vocab_size)
+    data_group = ctx.pmesh.data_group if ctx.enabled else None  # ranks with their own tokens (not tp's)
+    stream = BatchStream(cfg.data, t, ctx.data_world, ctx.data_rank, vocab_size=mcfg.vocab_size)
     if ctx.is_main:
         for warning in repeat_warnings(stream, cfg.data, t.steps):
             ckpt.notice(f"warning: {warning}")
@@ -167,25 +188,36 @@ def _train(
             set_lr(optimizer, lr)
             micro = stream.micro_batches(step)
             counts = [target_count(ids, stream.eos_id) for ids in micro]
-            n_targets = all_reduce_sum([float(sum(counts))], ctx)[0] if stream.eos_id is not None else n_global
+            n_targets = n_global
+            if stream.eos_id is not None:
+                n_targets = all_reduce_sum([float(sum(counts))], ctx, data_group)[0]
             loss_sum = 0.0
             for m, (ids, n_m) in enumerate(zip(micro, counts, strict=True)):
                 ids = ids.to(device, non_blocking=True)
-                seq_idx = document_ids(ids, stream.eos_id) if stream.eos_id is not None else None
+                # the model runs on exactly the seq_len inputs of a window and predicts their seq_len next tokens
+                inputs, targets, seq_idx = ids[:, :-1], ids[:, 1:], None
+                if stream.eos_id is not None:  # packed documents kept apart; nothing predicted across a start
+                    docs = document_ids(ids, stream.eos_id)
+                    seq_idx = docs[:, :-1]
+                    targets = targets.masked_fill(docs[:, 1:] != docs[:, :-1], -100)
                 with (
                     no_sync(wrapped, m < len(micro) - 1),
                     torch.autocast(device.type, dtype=autocast, enabled=autocast is not None),
                 ):
-                    result = wrapped(ids, labels=ids, seq_idx=seq_idx)
+                    result = wrapped(inputs, seq_idx=seq_idx, shift_labels=targets)
                     # a micro-batch with nothing to predict (EOS only) still joins the gradient all-reduce
                     loss = result.loss if n_m else result.logits.float().sum() * 0.0
                     if nan_step(step + 1):
                         loss = loss * float("nan")
-                    # token-weighted: the sum over micro-steps and ranks is the mean over the global batch
-                    (loss * (n_m * ctx.world / n_targets)).backward()
+                    # token-weighted: the sum over micro-steps and data ranks is the mean over the global batch
+                    (loss * (n_m * ctx.data_world / n_targets)).backward()
                 loss_sum += float(loss.detach()) * n_m
-            loss_value = all_reduce_sum([loss_sum], ctx)[0] / n_targets
-            norm = grad_norm_(wrapped, t.grad_clip)
+            loss_value = all_reduce_sum([loss_sum], ctx, data_group)[0] / n_targets
+            if isinstance(holder, ParallelModel):
+                holder.finish_grads()
+                norm = holder.clip_grad_norm_(t.grad_clip)
+            else:
+                norm = grad_norm_(wrapped, t.grad_clip)
             ok = math.isfinite(loss_value) and math.isfinite(norm)
             if ok:
                 optimizer.step()
@@ -237,14 +269,14 @@ def _train(
                     "lr_max": cfg.schedule.lr,
                     "eval_before": eval_before,
                 }
-                ckpt.save_checkpoint(out / "checkpoints", done, wrapped, optimizer, meta, ctx, t.keep_last)
+                ckpt.save_checkpoint(out / "checkpoints", done, holder, optimizer, meta, ctx, t.keep_last)
     finally:
         bar.close()
         logger.close()
 
     if eval_ds is not None and last_eval is None:
         last_eval = evaluate()
-    final_model = _export(model, mcfg, out / "final", ctx, stream.datasets) if t.export else None
+    final_model = _export(model, mcfg, out, ctx, stream.datasets) if t.export else None
     result = {
         "output_dir": str(out),
         "steps": t.steps,
@@ -256,13 +288,15 @@ def _train(
         "tokens_per_s": meter.tokens_per_s,
         "mfu": meter.mfu,
         "flops_per_token": fpt,
-        "params": sum(p.numel() for p in unwrap(wrapped).parameters()),
+        "params": params_count(mcfg).total,
         "skipped_steps": skipped_total,
         "final_model": str(final_model) if final_model else None,
         "checkpoint": str(ckpt.latest_checkpoint(out / "checkpoints")),
         "world": ctx.world,
         "rank": ctx.rank,
         "mode": ctx.mode,
+        "tp": ctx.pmesh.dims.tp,
+        "ep": ctx.pmesh.dims.ep,
     }
     if ctx.is_main:
         records = read_metrics(out / "metrics.jsonl")
@@ -272,22 +306,27 @@ def _train(
     return result
 
 
-def _export(model: HybridLM, mcfg, where: Path, ctx: DistContext, datasets=()) -> Path | None:
-    """Save the final weights in the Hugging Face layout (rank 0; FSDP2 gathers the full state dict first), with the
-    tokenizer the training data was packed with, so the export is usable on its own (`hybridlm generate --prompt`)."""
-    if ctx.mode == "fsdp2":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if not ctx.is_main:
-            return None
-        plain = HybridLM(mcfg)
-        plain.load_state_dict(sd)
-        model = plain
-    elif not ctx.is_main:
+def _export(model: HybridLM, mcfg, out: Path, ctx: DistContext, datasets=()) -> Path | None:
+    """Save the final weights in the Hugging Face layout (rank 0), with the tokenizer the training data was packed
+    with, so the export is usable on its own (`hybridlm generate --prompt`). A split model's weights come from the
+    checkpoint the run has just written at its last step, loaded whole in one process."""
+    where = out / "final"
+    tokenizer = next((p for p in (ds.tokenizer_path() for ds in datasets) if p is not None), None)
+    if ctx.enabled:
+        if ctx.is_main:
+            with torch.device("meta"):
+                plain = HybridLM(mcfg)
+            plain.to_empty(device="cpu")
+            ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"), plain, None, restore_rng=False,
+                                 no_dist=True)
+            plain.save_pretrained(where)
+            if tokenizer is not None:
+                copy_tokenizer(tokenizer, where)
+        ctx_barrier(ctx)
+        return where if ctx.is_main else None
+    if not ctx.is_main:
         return None
     model.save_pretrained(where)
-    tokenizer = next((p for p in (ds.tokenizer_path() for ds in datasets) if p is not None), None)
     if tokenizer is not None:
         copy_tokenizer(tokenizer, where)
     return where

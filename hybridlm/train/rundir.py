@@ -50,6 +50,9 @@ FREE_ON_RESUME = {
     "data.eval_batches",
     "distributed.mode",
     "distributed.backend",
+    "distributed.tp",  # checkpoints reshard between layouts (hybridlm.parallel.checkpoint)
+    "distributed.ep",
+    "distributed.sequence_parallel",
 }
 
 
