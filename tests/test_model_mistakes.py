@@ -62,9 +62,12 @@ def test_impossible_sizes_and_nan_settings_are_one_line(tmp_path, capsys):
         t0 = time.perf_counter()
         one_line_error(capsys, "generate", path, "-n", "2", contains=(why,))
         assert time.perf_counter() - t0 < 30  # refused up front, not after allocating or expanding
-    # planning needs no memory: the huge model is planned, only building it is refused
-    res = run_cli(capsys, "plan", tmp_path / "huge.yaml", "--json")
-    assert res.code == 0 and json.loads(res.out)["params"]["total"] > 10**18
+    # planning needs no memory: a model too large to build is planned; one too large for torch is one line
+    (tmp_path / "large.yaml").write_text(yaml.safe_dump({**base, "d_model": 10**6}))
+    one_line_error(capsys, "generate", tmp_path / "large.yaml", contains=("more than the",))
+    res = run_cli(capsys, "plan", tmp_path / "large.yaml", "--json")
+    assert res.code == 0 and json.loads(res.out)["params"]["total"] > 10**12
+    one_line_error(capsys, "plan", tmp_path / "huge.yaml", contains=("too large",))
     with pytest.raises(ConfigError, match="more than the"):
         HybridLM(ModelConfig.from_preset("zamba2-tiny").replace(d_model=10**9))
     one_line_error(capsys, "plan", "mamba2-tiny", "--layers", "m*" + "9" * 5000, contains=("sub-layers",))
