@@ -95,3 +95,16 @@ def test_models_yaml_is_a_complete_config(capsys, tmp_path, preset):
 def test_models_mistakes_are_one_line(capsys):
     one_line_error(capsys, "models", "--yaml", contains=("--yaml",))
     one_line_error(capsys, "models", "no-such-preset", "--yaml", contains=("no-such-preset", "presets:"))
+
+
+def test_memory_of_a_tiny_model_is_shown_in_a_unit_it_reaches(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    res = run_cli(capsys, "plan", "zamba2-tiny", "--seq-len", "256")
+    assert res.code == 0 and "0.000" not in res.out
+    assert re.search(r"inference weights\s*│\s*844\.8 KiB", res.out), res.out  # 432,520 params x 2 bytes (bf16)
+    from hybridlm.units import binary_bytes, plural
+
+    assert [binary_bytes(n) for n in (0, 1023, 1536, 384 * 2**20, 2.263 * 2**30)] == [
+        "0 B", "1023 B", "1.5 KiB", "384 MiB", "2.263 GiB"]
+    assert (plural(1, "document"), plural(2, "document"), plural(1024, "shard")) == (
+        "1 document", "2 documents", "1,024 shards")
