@@ -41,7 +41,8 @@ def test_import_hybridlm_is_light():
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], [], ["data", "--help"], ["data", "dedup", "--help"], ["data", "filter", "--help"], ["nope"]],
+    [["--help"], [], ["data", "--help"], ["data", "dedup", "--help"], ["data", "filter", "--help"], ["nope"],
+     ["eval", "--help"], ["eval", "recall", "--help"]],
 )
 def test_help_and_data_commands_do_not_import_heavy_modules(args):
     assert _cli(args) == []

@@ -58,6 +58,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), long-context decoding across "
         "ranks (decode), comparing runs.",
     ),
+    "eval": (
+        "hybridlm.eval.cli:app",
+        "Evaluate a model: lm-evaluation-harness tasks (`eval SOURCE --tasks ...`, same as `eval run`) or the "
+        "in-context recall suite (`eval recall SOURCE`).",
+    ),
 }
 
 
