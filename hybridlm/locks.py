@@ -45,7 +45,13 @@ def _holder(fd: int) -> str:
 def output_lock(directory: str | Path, what: str | None = None):
     """Hold the lock of `directory` (created if needed) for the `with` block; `DirectoryLockedError` if taken."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    if d.exists() and not d.is_dir():
+        raise HybridLMError(f"output directory {directory} is a file; give a directory (new or holding this kind of "
+                            "output)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HybridLMError(f"cannot create output directory {directory}: {err.strerror}") from None
     key = d.resolve()
     if key in _held:
         _held[key][1] += 1
@@ -54,7 +60,10 @@ def output_lock(directory: str | Path, what: str | None = None):
         finally:
             _held[key][1] -= 1
         return
-    fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise HybridLMError(f"cannot write in output directory {directory}: {err.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from hybridlm.allocation import check_model_fits
 from hybridlm.cache import InferenceCache
 from hybridlm.config import ModelConfig
 from hybridlm.errors import HybridLMError
@@ -66,6 +67,7 @@ class HybridLM(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise HybridLMError(f"HybridLM needs a ModelConfig, got {type(config).__name__}")
+        check_model_fits(config)  # a mistyped size is one line, not an allocator failure
         self.config = cfg = config
         self.init_seed = draw_seed()  # first, so the seed does not depend on what the constructors draw
         self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
@@ -146,6 +148,8 @@ class HybridLM(nn.Module):
         trained to predict across a boundary or to predict padding."""
         if input_ids.dim() != 2:
             raise HybridLMError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise HybridLMError(f"input_ids must be integer token ids, got {input_ids.dtype}")
         b, l = input_ids.shape
         offset = 0
         if cache is not None:
@@ -241,17 +245,11 @@ class HybridLM(nn.Module):
         `context_parallel` ("tree" or "ring"), called on every rank of a torch.distributed process group
         with the same prompt, shards the sequence over the ranks and returns the same tokens on each
         (`hybridlm.parallel.context`); outside a process group, "tree" is split-KV decoding."""
-        from hybridlm.generation import pick_next
+        from hybridlm.generation import as_prompt, check_length, pick_next
 
-        if input_ids.dim() == 1:
-            input_ids = input_ids[None]
-        if max_new_tokens < 1:
-            raise HybridLMError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if input_ids.numel() == 0:
-            raise HybridLMError("generate needs a prompt of at least one token")
         vocab = self.config.vocab_size
-        if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
-            raise HybridLMError(f"prompt token ids must be in [0, {vocab - 1}]")
+        input_ids = as_prompt(input_ids, vocab)
+        check_length(self.config, *input_ids.shape, max_new_tokens, self.embed.weight.dtype, self.embed.weight.device)
         if attention_mask is not None:
             if attention_mask.dim() == 1:
                 attention_mask = attention_mask[None]

@@ -64,6 +64,8 @@ def run_quickstart(output_dir: str | Path, seed: int = 0, pretrain_steps: int = 
     if pretrain_steps < 1:
         raise HybridLMError(f"--pretrain-steps must be >= 1, got {pretrain_steps}")
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise HybridLMError(f"output directory {out} is a file; give a new directory")
     if out.exists() and any(out.iterdir()):
         raise HybridLMError(f"output directory {out} is not empty; choose a new one")
     out.mkdir(parents=True, exist_ok=True)

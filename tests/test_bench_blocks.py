@@ -112,7 +112,7 @@ def test_sweep_file_and_flags(tmp_path):
         (["--dtype", "bfloat16"], "dtype bfloat16 on CPU is emulated and ~300x slower"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--dtype", "int8"], "cuda|int8"),
         (["--set", "mlp.activation"], "--set expects field=value"),
-        (["--config", "no-such-model"], "neither a preset"),
+        (["--config", "no-such-model"], "is not a model: no preset"),
     ],
 )
 def test_bad_input_is_one_line(args, message):

@@ -102,7 +102,8 @@ def test_cli_end_to_end(tmp_path):
     )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "d" / "report.json").read_text())
-    assert rep["params"]["rank"] == ["hq", "kept"] and rep["params"]["ngram"] == 5
+    # f/kept passes on its source (web), not a source named "kept"
+    assert rep["params"]["rank"] == ["hq", "web"] and rep["params"]["ngram"] == 5
     assert rep["kept_documents"] + rep["removed_documents"] == rep["input_documents"]
     r = run(
         app,

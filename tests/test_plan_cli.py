@@ -103,7 +103,7 @@ def test_compare_table_json_and_plot(tmp_path):
 @pytest.mark.parametrize(
     "args,msg",
     [
-        (["plan", "no-such-model"], "neither a preset"),
+        (["plan", "no-such-model"], "is not a model: no preset"),
         (["plan", "zamba2-tiny", "--d-model", "-4"], "d_model must be >= 1"),
         (["plan", "zamba2-tiny", "--seq-len", "-1"], "seq_len"),
         (["plan", "zamba2-tiny", "--gpus", "6", "--tp", "4"], "multiple of tp"),

@@ -127,5 +127,5 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 def test_init_from_missing_checkpoint_is_one_line(tmp_path, bad):
     from hybridlm.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="no checkpoint found"):
+    with pytest.raises(CheckpointError, match="train.init_from: .* is not a model"):
         run_training(tiny_config(**{"train.init_from": str(tmp_path / bad)}), tmp_path / "o")

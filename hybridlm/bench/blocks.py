@@ -244,6 +244,7 @@ def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> lis
     """Time every (threads, d_model, block, batch, seq_len, pass) of the sweep; one record each."""
     device, dtype, base_cfg, configs = plan_blocks(sweep)
     threads = sweep.threads or [torch.get_num_threads()]
+    overrides = " ".join(f"{k}={v}" for k, v in sorted(sweep.overrides.items()))  # --set, as the run's records say
     total = len(threads) * len(configs) * len(sweep.batch) * len(sweep.seq_len) * len(sweep.passes)
     records: list[Record] = []
     saved_threads = torch.get_num_threads()
@@ -256,7 +257,8 @@ def run_blocks(sweep: BlockSweep, progress: BlocksProgress | None = None) -> lis
                 module = build_block(cfg, block).to(device=device, dtype=dtype)
                 for batch, seq_len, pass_ in itertools.product(sweep.batch, sweep.seq_len, sweep.passes):
                     rec = time_pass(module, cfg, block, batch, seq_len, pass_, sweep, device)
-                    records.append({"block": block, "config": base_cfg.name, "threads": n_threads, **rec})
+                    records.append({"block": block, "config": base_cfg.name, "set": overrides, "threads": n_threads,
+                                    **rec})
                     if progress is not None:
                         progress(len(records), total, f"{block} b={batch} s={seq_len} {pass_}")
     finally:

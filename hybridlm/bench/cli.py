@@ -16,12 +16,12 @@ from hybridlm.bench import report
 from hybridlm.bench.blocks import BLOCKS, PASSES, BlockSweep, load_sweep, plan_blocks, run_blocks
 from hybridlm.bench.comms import CommsConfig, parse_size, run_comms, size_scan
 from hybridlm.bench.comms_math import OPS
-from hybridlm.bench.compare import compare_records
+from hybridlm.bench.compare import compare_records, run_differences
 from hybridlm.bench.decode import MODES as DECODE_MODES
 from hybridlm.bench.decode import DecodeSweep, parse_tokens, plot_decode, run_decode
 from hybridlm.bench.gemm import SWEEPS, gemm_sweep, suggest
 from hybridlm.bench.report import Column, fmt_float, fmt_us, human_bytes
-from hybridlm.errors import HybridLMError
+from hybridlm.errors import HybridLMError, check_output_file
 
 app = typer.Typer(
     help="Benchmarks: model blocks (blocks), collectives (comms), GEMM shapes (gemm), long-context decoding across "
@@ -32,6 +32,14 @@ app = typer.Typer(
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the records (a JSON list) here.")]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the records as CSV here.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a PNG plot here.")]
+
+
+def check_outputs(json_path: Path | None = None, csv_path: Path | None = None, plot: Path | None = None) -> None:
+    """Before the benchmark runs: each output path can be written (a mistyped directory is found now, not after
+    minutes of measuring)."""
+    for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)):
+        if path is not None:
+            check_output_file(path, option)
 
 
 @contextmanager
@@ -89,6 +97,7 @@ def blocks(
     plot: PlotOpt = None,
 ) -> None:
     """Time forward, backward and forward+backward of each block type; TFLOP/s from the planner's FLOPs."""
+    check_outputs(json_path, csv_path, plot)
     fields = load_sweep(sweep) if sweep is not None else {}
     flags = {"config": config, "blocks": block, "d_model": d_model, "seq_len": seq_len, "batch": batch,
              "passes": pass_, "threads": threads, "warmup": warmup, "trials": trials, "dtype": dtype,
@@ -104,12 +113,15 @@ def blocks(
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
         r = records[0]
-        varied = [k for k in ("pass", "d_model", "batch", "threads") if len({x[k] for x in records}) > 1]
-        rows = [{**x, "series": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
+        # colour: the block (with any other varied setting); line style: the first of pass / threads that varies
+        varied = [k for k in ("pass", "threads", "d_model", "batch") if len({x[k] for x in records}) > 1]
+        style = varied.pop(0) if varied and varied[0] in ("pass", "threads") else None
+        rows = [{**x, "block": " ".join([x["block"], *(_label(k, x[k]) for k in varied)])} for x in records]
         report.plot_series(
-            rows, x="seq_len", y="tokens_per_s", group="series", path=plot, logx=True, logy=True,
-            title=f"block throughput ({r['config']}, {r['device']}, {r['dtype']})",
-            xlabel="sequence length (tokens)", ylabel="tokens/s",
+            rows, x="seq_len", y="tokens_per_s", group="block", style=style,
+            path=plot, logx=True, logy=True, xlabel="sequence length (tokens)", ylabel="tokens/s",
+            title=f"block throughput ({r['config']}{', ' + r['set'] if r.get('set') else ''}, {r['device']}, "
+            f"{r['dtype']})",
         )  # fmt: skip
 
 
@@ -172,6 +184,7 @@ def comms(
     ] = None,
 ) -> None:
     """Time torch.distributed collectives and point-to-point transfers (nccl-tests conventions)."""
+    check_outputs(json_path, csv_path, plot)
     ops = list(OPS) if not op or op == ["all"] else op
     if size is not None:
         sizes = [parse_size(size)]
@@ -278,6 +291,7 @@ def gemm(
     plot: PlotOpt = None,
 ) -> None:
     """Sweep GEMM shapes around a model's dims and suggest hardware-friendly sizes (arXiv 2401.14489)."""
+    check_outputs(json_path, csv_path, plot)
     with progress_bar("gemm") as update:
         records = gemm_sweep(
             hidden, ffn, heads, vocab, tokens, dtype, device, window=window, step=step,
@@ -287,25 +301,42 @@ def gemm(
     _gemm_tables(records, console)
     tips = suggest(records, hidden, heads, vocab, min_gain=min_gain)
     for name, tip in tips.items():
-        keep = tip["best"] == tip["requested"]
-        verdict = "keep it" if keep else f"try {name} = {tip['best']} (/{tip['best_align']})"
-        speed = f", {tip['speedup']:.2f}x" if tip["speedup"] and tip["best"] != tip["requested"] else ""
-        console.print(
-            f"[bold]{name}[/]: requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s; "
-            f"best {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s{speed} -> {verdict}",
-            soft_wrap=True,
-        )
+        console.print(f"[bold]{name}[/]: {_advice(name, tip, trials)}", soft_wrap=True)
     report.write_outputs(records, json_path, csv_path)
     if plot is not None:
-        rows = [r for r in records if r["sweep"] == "hidden"]
-        marks = [(hidden, f"requested {hidden}")]
+        rows = [_with_band(r) for r in records if r["sweep"] == "hidden"]
+        marks = [(hidden, f"requested h={hidden}")]
         if "hidden" in tips and tips["hidden"]["best"] != hidden:
-            marks.append((tips["hidden"]["best"], f"best {tips['hidden']['best']}"))
+            marks.append((tips["hidden"]["best"], f"suggested h={tips['hidden']['best']}"))
         report.plot_series(
             rows, x="hidden", y="tflops", group="gemm", path=plot, marks=marks,
-            title=f"GEMM throughput vs hidden size ({rows[0]['device'] if rows else ''}, tokens={tokens})",
+            title=f"GEMM throughput vs hidden size ({rows[0]['device'] if rows else ''}, tokens={tokens}; "
+            f"band: total's min-max over {trials} trials)",
             xlabel="hidden size h", ylabel="TFLOP/s",
         )  # fmt: skip
+
+
+def _with_band(rec: report.Record) -> report.Record:
+    """A layer total with its TFLOP/s range over the trials (fastest and slowest trial) for the plot's band: the
+    spread the advice is judged against."""
+    if rec["gemm"] != "total" or "time_min_s" not in rec:
+        return rec
+    return {**rec, "tflops_low": rec["flops"] / rec["time_max_s"] / 1e12,
+            "tflops_high": rec["flops"] / rec["time_min_s"] / 1e12}
+
+
+def _advice(name: str, tip: dict, trials: int) -> str:
+    """One line: the request, the fastest candidate, the trials' spread, and whether the difference is beyond it."""
+    noise = tip["noise"]
+    spread = f"trials spread {noise:.0%}" if noise is not None else "1 trial, no noise estimate (use --trials 5)"
+    head = f"requested {tip['requested']} at {tip['requested_tflops']:.3f} TFLOP/s"
+    if tip["best"] != tip["requested"]:
+        return (f"{head}; {tip['best']} at {tip['best_tflops']:.3f} TFLOP/s is {tip['speedup']:.2f}x faster, beyond "
+                f"the noise ({spread}) -> try {name} = {tip['best']} (/{tip['best_align']})")
+    if tip["fastest"] != tip["requested"] and tip["fastest_gain"] is not None:
+        return (f"{head}; fastest {tip['fastest']} is {tip['fastest_gain']:+.0%}, within the noise ({spread}; "
+                f"{trials} trials) -> keep it")
+    return f"{head}, the fastest ({spread}) -> keep it"
 
 
 def _gemm_tables(records: list[report.Record], console: Console) -> None:
@@ -339,7 +370,9 @@ def compare(
     json_path: JsonOpt = None,
 ) -> None:
     """Print run B against run A, record by record: times and speedup (time A / time B)."""
-    rows, unmatched = compare_records(report.read_json(a), report.read_json(b))
+    check_outputs(json_path)
+    records_a, records_b = report.read_json(a), report.read_json(b)
+    rows, unmatched = compare_records(records_a, records_b)
     measured = ("time_a_s", "time_b_s", "speedup")
     shown = [k for k in rows[0] if k not in measured and not k.endswith(("_a", "_b"))]
     keys = [k for k in shown if len({str(r[k]) for r in rows}) > 1] or shown[:1]  # hide constant columns
@@ -348,7 +381,12 @@ def compare(
     rates = [k for k in rows[0] if k.endswith(("_a", "_b"))]
     cols += [Column(k, k.replace("_gbps", " GB/s"), fmt_float(3)) for k in rates]
     cols += [Column("speedup", "speedup (A/B time)", fmt_float(2))]
-    report.render_table(rows, cols, f"{b} vs {a}")
+    console = Console()
+    console.print(f"A = {a} vs B = {b}; speedup = A time / B time (> 1: B is faster)", soft_wrap=True,
+                  markup=False, highlight=False)
+    for key, (va, vb) in run_differences(records_a, records_b).items():
+        console.print(f"{key}: A {va}, B {vb}", soft_wrap=True, markup=False, highlight=False)
+    report.render_table(rows, cols, console=console)
     if unmatched:
         typer.secho(f"{unmatched} records matched nothing in the other run and are left out", err=True)
     report.write_outputs(rows, json_path, None)

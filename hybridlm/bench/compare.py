@@ -1,8 +1,10 @@
 """`bench compare`: match the records of two runs and report how run B's times relate to run A's.
 
 Works on any record type: two records match when all their fields agree except measurements
-(times, bandwidths, TFLOP/s, wrong counts, trial counts) and the environment (backend, device,
-dtype), so a CPU run can be compared with a GPU run of the same sweep.
+(times, bandwidths, TFLOP/s, wrong counts, trial counts), what follows from the model (FLOPs), the environment
+(backend, device, dtype) and the run's settings (the config and its `--set` overrides), so a CPU run can be
+compared with a GPU run of the same sweep, and `--set mlp.activation=gelu` with `--set mlp.activation=silu`.
+Environment and settings that differ between the runs are named (`run_differences`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ MEASURED = {
     "tflops", "useful_tflops", "wrong", "trials", "warmup", "tokens_per_s", "mem_bytes",
 }  # fmt: skip
 ENVIRONMENT = {"backend", "device", "dtype"}
+SETTINGS = {"config", "set"}  # how the run was configured (bench blocks --config, --set), not which point it measured
+DERIVED = {"flops"}  # follows from the point and the settings
 RATES = ("busbw_gbps", "tflops")  # the throughput shown beside the times, first one present
+_NOT_KEY = MEASURED | ENVIRONMENT | SETTINGS | DERIVED
 
 
 def record_key(rec: Record) -> tuple:
-    return tuple(sorted((k, v) for k, v in rec.items() if k not in MEASURED | ENVIRONMENT))
+    return tuple(sorted((k, v) for k, v in rec.items() if k not in _NOT_KEY))
+
+
+def run_differences(a: list[Record], b: list[Record]) -> dict[str, tuple[str, str]]:
+    """Environment and settings fields whose values differ between the runs: {field: (A's values, B's values)}."""
+    out = {}
+    for key in sorted(ENVIRONMENT | SETTINGS):
+        va = ", ".join(sorted({str(r.get(key, "")) for r in a}))
+        vb = ", ".join(sorted({str(r.get(key, "")) for r in b}))
+        if va != vb:
+            out[key] = (va or "(none)", vb or "(none)")
+    return out
 
 
 def compare_records(a: list[Record], b: list[Record]) -> tuple[list[Record], int]:
@@ -35,7 +51,7 @@ def compare_records(a: list[Record], b: list[Record]) -> tuple[list[Record], int
         rb = by_key.get(record_key(ra))
         if rb is None or "time_s" not in ra or "time_s" not in rb:
             continue
-        row = {k: v for k, v in ra.items() if k not in MEASURED | ENVIRONMENT}
+        row = {k: v for k, v in ra.items() if k not in _NOT_KEY}
         row.update(time_a_s=ra["time_s"], time_b_s=rb["time_s"], speedup=ra["time_s"] / rb["time_s"])
         rate = next((r for r in RATES if r in ra and r in rb), None)
         if rate is not None:

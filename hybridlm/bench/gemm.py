@@ -190,7 +190,9 @@ def gemm_sweep(
             rows[0]["useful_tflops"] = Gemm("", tokens, hidden, vocab).flops / rows[0]["time_s"] / 1e12
         else:
             t, f = sum(r["time_s"] for r in rows), sum(r["flops"] for r in rows)
-            rows.append({**point, "gemm": "total", "time_s": t, "flops": f, "tflops": f / t / 1e12})
+            rows.append({**point, "gemm": "total", "time_s": t, "time_min_s": sum(r["time_min_s"] for r in rows),
+                         "time_max_s": sum(r["time_max_s"] for r in rows), "trials": trials, "flops": f,
+                         "tflops": f / t / 1e12})  # fmt: skip
         records.extend(rows)
         if progress is not None:
             progress(done, len(plan), f"{sweep}={dims[swept[sweep]]}")
@@ -200,11 +202,13 @@ def gemm_sweep(
 def suggest(
     records: list[Record], hidden: int, heads: int, vocab: int, min_gain: float = 0.03
 ) -> dict[str, dict]:
-    """For each sweep present: the requested value, the fastest candidate, and the speedup.
+    """For each sweep present: the requested value, the fastest candidate, the speedup and the timing noise.
 
     hidden and head_dim rank candidates by total TFLOP/s; vocab by useful TFLOP/s (on the real V),
     which is the same as ranking by time. Ties go to the candidate closest to the request, and a
-    candidate must beat the request by `min_gain` (timing noise) to be suggested over it.
+    candidate must beat the request by more than the noise to be suggested over it: `min_gain`, or the
+    spread of the trials ((max - min) / median time of the request or the candidate) when that is larger.
+    `noise` is that spread (None with one trial: nothing to estimate it from).
     """
     plans = {
         "hidden": ("hidden", hidden, "total", "tflops"),
@@ -216,9 +220,11 @@ def suggest(
         rows = [r for r in records if r["sweep"] == sweep and r["gemm"] == gemm]
         if not rows:
             continue
-        best = max(rows, key=lambda r: (r[metric], -abs(r[key] - requested)))
+        fastest = max(rows, key=lambda r: (r[metric], -abs(r[key] - requested)))
         mine = next((r for r in rows if r[key] == requested), None)
-        if mine is not None and best[metric] < mine[metric] * (1 + min_gain):
+        noise = max((_spread(r) for r in (fastest, mine) if r is not None), default=0.0)
+        best = fastest
+        if mine is not None and fastest[metric] <= mine[metric] * (1 + max(min_gain, noise)):
             best = mine
         out[sweep] = {
             "requested": requested,
@@ -227,5 +233,15 @@ def suggest(
             "best_tflops": best[metric],
             "best_align": best["align"],
             "speedup": best[metric] / mine[metric] if mine else None,
+            "fastest": fastest[key],
+            "fastest_gain": fastest[metric] / mine[metric] - 1 if mine else None,
+            "noise": noise if max(r.get("trials", 2) for r in rows) > 1 else None,
         }
     return out
+
+
+def _spread(rec: Record) -> float:
+    """Relative spread of a record's trials: (max - min) / median time (0 when not recorded)."""
+    if "time_min_s" not in rec or "time_max_s" not in rec or not rec.get("time_s"):
+        return 0.0
+    return (rec["time_max_s"] - rec["time_min_s"]) / rec["time_s"]

@@ -99,6 +99,9 @@ def write_outputs(records: Sequence[Record], json_path: Path | None, csv_path: P
         write_csv(csv_path, records)
 
 
+LINE_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # (line style, marker) per `style` value
+
+
 def plot_series(
     records: Sequence[Record],
     *,
@@ -112,23 +115,65 @@ def plot_series(
     logx: bool = False,
     logy: bool = False,
     marks: Sequence[tuple[float, str]] = (),
+    style: str | None = None,
 ) -> None:
-    """One line per value of `group`, `y` against `x`; `marks` draws labelled vertical lines."""
+    """Draw `series_figure(...)` into `path` (PNG)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+
+    fig = series_figure(records, x=x, y=y, group=group, title=title, xlabel=xlabel, ylabel=ylabel, logx=logx,
+                        logy=logy, marks=marks, style=style)
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, Legend)]
+    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=legends)  # the legends beside the axes too
+    plt.close(fig)
+
+
+def series_figure(
+    records: Sequence[Record],
+    *,
+    x: str,
+    y: str,
+    group: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    marks: Sequence[tuple[float, str]] = (),
+    style: str | None = None,
+):
+    """`y` against `x`, one colour per value of `group`; with `style`, one line per (group, style) pair, the style
+    value drawn as line style and marker (e.g. fwd solid, fwd_bwd dashed), with a legend for each. Records holding
+    `{y}_low` and `{y}_high` get a shaded band (the spread of the trials). `marks` draws vertical lines named in the
+    legend. Legends sit outside the axes, so they never cover a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups: dict[Any, list[Record]] = {}
-    for rec in records:
-        groups.setdefault(rec[group], []).append(rec)
-    for name, recs in groups.items():
-        recs = sorted(recs, key=lambda r: r[x])
-        ax.plot([r[x] for r in recs], [r[y] for r in recs], marker="o", ms=3, label=str(name))
-    for xv, label in marks:
-        ax.axvline(xv, ls="--", lw=0.8, color="grey")
-        ax.annotate(label, (xv, ax.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="right")
+    groups = list(dict.fromkeys(rec[group] for rec in records))
+    styles = list(dict.fromkeys(rec[style] for rec in records)) if style else [None]
+    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    for gi, name in enumerate(groups):
+        colour = colours[gi % len(colours)]
+        for si, st in enumerate(styles):
+            recs = sorted((r for r in records if r[group] == name and (style is None or r[style] == st)),
+                          key=lambda r: r[x])
+            if not recs:
+                continue
+            line, marker = LINE_STYLES[si % len(LINE_STYLES)]
+            xs = [r[x] for r in recs]
+            ax.plot(xs, [r[y] for r in recs], linestyle=line, marker=marker, ms=4, lw=1.5, color=colour,
+                    label=str(name) if style is None else None)
+            if all(f"{y}_low" in r and f"{y}_high" in r for r in recs):
+                ax.fill_between(xs, [r[f"{y}_low"] for r in recs], [r[f"{y}_high"] for r in recs], color=colour,
+                                alpha=0.15, lw=0)
+    mark_styles = ((":", "black"), ("--", "tab:red"), ("-.", "tab:green"))
+    for k, (xv, label) in enumerate(marks):
+        line, colour = mark_styles[k % len(mark_styles)]
+        ax.axvline(xv, ls=line, lw=1.2, color=colour, label=label if style is None else None)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
@@ -137,7 +182,20 @@ def plot_series(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if style is None:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        by_colour = [Line2D([], [], color=colours[i % len(colours)], lw=2.5, label=str(name))
+                     for i, name in enumerate(groups)]
+        by_style = [Line2D([], [], color="0.3", linestyle=LINE_STYLES[i % len(LINE_STYLES)][0],
+                           marker=LINE_STYLES[i % len(LINE_STYLES)][1], ms=4, label=str(value))
+                    for i, value in enumerate(styles)]
+        by_style += [Line2D([], [], color=mark_styles[k % 3][1], linestyle=mark_styles[k % 3][0], label=label)
+                     for k, (_, label) in enumerate(marks)]
+        first = ax.legend(handles=by_colour, title=group, fontsize=8, title_fontsize=8, loc="upper left",
+                          bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.add_artist(first)
+        ax.legend(handles=by_style, title=style, fontsize=8, title_fontsize=8, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -16,7 +16,7 @@ from typer._click import Command, Context  # typer vendors click; these are its 
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from hybridlm.errors import HybridLMError
+from hybridlm.errors import HybridLMError, file_error_line
 
 # name -> (loader, one-line help). A loader "module:app" is a typer sub-application (a command group); a loader
 # "module:register" is a function that registers the module's commands on a typer app.
@@ -31,7 +31,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "under torchrun), one long prompt sharded over N ranks, the same tokens as one process.",
     ),
     "models": (
-        "hybridlm.cli.generate:register",
+        "hybridlm.cli.models:register",
         "List the presets with their layer counts, parameter counts and layer patterns.",
     ),
     "convert": (
@@ -112,8 +112,20 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from hybridlm import __version__
+
+        typer.echo(f"hybridlm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Build, plan, train, anneal, benchmark and serve hybrid SSM / attention / MoE language models."""
 
 
@@ -123,6 +135,12 @@ def main() -> None:
         rv = app(standalone_mode=False)
     except HybridLMError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(2) from None
+    except OSError as err:  # a read-only or missing directory, a full disk: the user's to fix, one line
+        line = file_error_line(err)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg="red", err=True)
         raise SystemExit(2) from None
     except typer.Abort:
         typer.secho("aborted", err=True)

@@ -14,7 +14,8 @@ console = Console(stderr=True)
 
 
 def convert(
-    source: Path = typer.Argument(..., help="Checkpoint directory in any supported format."),
+    source: Path = typer.Argument(..., help="Checkpoint directory in any supported format, or a training run "
+                                            "(its directory, final/ or checkpoints/step_N)."),
     destination: Path = typer.Argument(..., help="Directory to write (must not exist, unless --overwrite)."),
     to: str = typer.Option(..., "--to", help=f"Format to write: {', '.join(FORMATS)} (hf: the transformers "
                                              "family that fits the architecture)."),
@@ -27,8 +28,9 @@ def convert(
     """Convert a checkpoint between transformers (Zamba2, Zamba, Mamba, Mamba2, Llama, Jamba), mamba_ssm,
     Zyphra's BlackMamba and hybridlm's own format. Reads tensor by tensor; the new directory appears only
     when it is complete."""
+    from hybridlm.data.tokenizer import copy_tokenizer
     from hybridlm.hf import resolve_format
-    from hybridlm.model import HybridLM
+    from hybridlm.locate import locate
 
     if to not in FORMATS:
         raise CheckpointError(f"--to {to!r} is not a format; allowed: {', '.join(FORMATS)}")
@@ -36,12 +38,18 @@ def convert(
         raise CheckpointError(f"{destination} exists; pass --overwrite to replace it")
     if destination.resolve() == Path(source).resolve():
         raise CheckpointError("DESTINATION is SOURCE; write the conversion to a new directory")
-    with console.status(f"reading {source}"):
-        model = HybridLM.from_pretrained(source, dtype=dtype)
+    loc = locate(str(source))
+    if not loc.has_weights:
+        raise CheckpointError(f"{source} is a {loc.kind} without weights; convert reads a model's weights (a "
+                              "checkpoint directory, a run directory or a checkpoint step_N)")
+    with console.status(f"reading {loc.path}"):
+        model = loc.load(dtype=dtype)
     fmt = resolve_format(model.config, to)
     size = int(max_shard_size) if max_shard_size is not None and max_shard_size.isdigit() else max_shard_size
     with console.status(f"writing {destination} ({fmt})"):
         model.save_pretrained(destination, format=fmt, max_shard_size=size)
+        if (tokenizer := loc.tokenizer()) is not None:  # the converted model keeps its tokenizer
+            copy_tokenizer(tokenizer, destination)
     dt = str(next(model.parameters()).dtype).removeprefix("torch.")
     console.print(f"{source} -> {destination}: {fmt} format, {model.num_parameters():,} parameters in {dt}")
 

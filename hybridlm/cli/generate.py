@@ -1,14 +1,12 @@
-"""`hybridlm generate` and `hybridlm models`."""
+"""`hybridlm generate`: tokens (or text) from any model location (`hybridlm.locate`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hybridlm.errors import HybridLMError
 
@@ -16,19 +14,13 @@ console = Console(stderr=True)
 
 
 def load_model(source: str, seed: int = 0, dtype: str | None = None, device=None):
-    """A checkpoint directory loads its weights; a preset or config file builds random weights (seeded).
-    Either way the model ends in `dtype` (default float32; 'auto': a checkpoint's own) on `device`."""
-    from hybridlm.config.resolve import is_checkpoint_dir, resolve_config
-    from hybridlm.hf.load import AUTO, resolve_device, resolve_dtype
-    from hybridlm.model import HybridLM
+    """The model at a location (`hybridlm.locate`): weights of an exported model, a checkpoint or a run directory;
+    random weights (seeded) for a preset or config file; in `dtype` (default float32; 'auto': a checkpoint's own) on
+    `device`. Returns (model, where it came from)."""
+    from hybridlm.locate import locate
 
-    if is_checkpoint_dir(source):
-        return HybridLM.from_pretrained(source, dtype=dtype, device=device), "checkpoint"
-    target, dev = resolve_dtype(dtype), resolve_device(device)
-    cfg = resolve_config(source)
-    torch.manual_seed(seed)
-    model = HybridLM(cfg).eval()
-    return model.to(device=dev, dtype=torch.float32 if target == AUTO else target), "random weights"
+    loc = locate(source)
+    return loc.load(seed, dtype, device), loc.describe()
 
 
 def _parse_ids(text: str, what: str = "--prompt-ids") -> list[int]:
@@ -51,20 +43,26 @@ def _read_ids_file(path: Path) -> list[int]:
 
 def generate(
     source: str = typer.Argument(
-        "zamba2-tiny", help="Preset name, config file (YAML/JSON/config.json) or checkpoint directory."
+        "zamba2-tiny", help="Preset, config file (YAML/JSON/config.json), exported model (e.g. RUN/final), "
+        "checkpoint (RUN/checkpoints/step_N) or run directory (its final model)."
     ),
     prompt_ids: str = typer.Option(None, "--prompt-ids", help="Prompt token ids, e.g. '1 2 3'."),
     prompt_ids_file: Path = typer.Option(None, "--prompt-ids-file",
                                          help="File of whitespace-separated prompt token ids (long prompts)."),
-    prompt: str = typer.Option(None, "--prompt", help="Prompt text (needs --tokenizer)."),
-    tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer directory or tokenizer.json."),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt text (the model's own tokenizer, or --tokenizer)."),
+    tokenizer: Path = typer.Option(
+        None, "--tokenizer", help="Tokenizer directory or tokenizer.json (default: the one saved with the model)."
+    ),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1, help="Tokens to generate."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0, min=0.0),
+    temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (with --sample)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep only the k most likely tokens (0: off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1: off)."),
     seed: int = typer.Option(0, help="Seed for random weights and sampling."),
-    threads: int = typer.Option(0, help="CPU threads (0: torch default). One thread is often fastest for tiny models."),
+    threads: int = typer.Option(
+        None, min=0, help="CPU threads (0: torch's default; default: 1 below 10M parameters, where one thread "
+        "decodes fastest, else torch's default)."
+    ),
     dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, or auto (a checkpoint's "
                                               "own)."),
     device: str = typer.Option(None, help="Device: cpu (default), cuda or cuda:N. With --nproc or torchrun each "
@@ -79,11 +77,12 @@ def generate(
 ) -> None:
     """Generate token ids (or text with a tokenizer) from a preset, config or checkpoint; with --nproc N
     (or under torchrun), one long prompt sharded over N ranks, the same tokens as one process."""
+    from hybridlm.locate import locate
     from hybridlm.parallel import MODES
     from hybridlm.parallel.launch import run_ranks, under_torchrun
+    from hybridlm.plan.params import params
+    from hybridlm.threads import default_threads
 
-    if threads:
-        torch.set_num_threads(threads)
     if context_parallel is not None and context_parallel not in MODES:
         raise HybridLMError(f"--context-parallel must be one of {', '.join(MODES)}, got {context_parallel!r}")
     if nproc > 1 and under_torchrun():
@@ -93,18 +92,25 @@ def generate(
     resolve_dtype(dtype)  # a bad value is a one-line error here, not on every rank
     if device is not None:
         resolve_device(device)
+    given = [name for name, v in (("--prompt", prompt), ("--prompt-ids", prompt_ids),
+                                  ("--prompt-ids-file", prompt_ids_file)) if v is not None]
+    if len(given) > 1:
+        raise HybridLMError(f"give one prompt, not {' and '.join(given)}")
+    loc = locate(source)  # a wrong location fails here, before any rank starts
+    if threads is None:
+        threads = default_threads(params(loc.config()).total) or 0
+    if tokenizer is None and (found := loc.tokenizer()) is not None:
+        tokenizer = found
+        console.print(f"tokenizer: {found}", style="dim")
     tok = None
     if tokenizer is not None:
         from hybridlm.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
-    given = [name for name, v in (("--prompt", prompt), ("--prompt-ids", prompt_ids),
-                                  ("--prompt-ids-file", prompt_ids_file)) if v is not None]
-    if len(given) > 1:
-        raise HybridLMError(f"give one prompt, not {' and '.join(given)}")
     if prompt is not None:
         if tok is None:
-            raise HybridLMError("--prompt needs --tokenizer (or pass --prompt-ids)")
+            raise HybridLMError(f"--prompt needs a tokenizer: {source} has none saved with it; pass --tokenizer "
+                                "(or --prompt-ids)")
         ids = tok.encode(prompt).ids
     elif prompt_ids is not None:
         ids = _parse_ids(prompt_ids)
@@ -152,23 +158,5 @@ def generate(
         console.print(f"{len(new)} tokens in {answer['elapsed_s']:.3f} s ({rate:.1f} tokens/s){where}")
 
 
-def models() -> None:
-    """List the presets with their layer counts, parameter counts and layer patterns."""
-    from hybridlm.config import ModelConfig, presets
-    from hybridlm.config.pattern import compress
-    from hybridlm.model import HybridLM
-
-    table = Table(title="hybridlm presets")
-    for col in ("preset", "d_model", "layers", "parameters", "pattern"):
-        table.add_column(col, justify="right" if col in ("d_model", "layers", "parameters") else "left")
-    for name in presets():
-        cfg = ModelConfig.from_preset(name)
-        with torch.device("meta"):
-            n = HybridLM(cfg).num_parameters()
-        table.add_row(name, str(cfg.d_model), str(cfg.n_layers), f"{n:,}", compress(cfg.tokens))
-    Console().print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
-    app.command("models")(models)

@@ -11,9 +11,11 @@ from rich.console import Console
 def quickstart(
     output_dir: Path = typer.Option(Path("quickstart-run"), "-o", "--output-dir", help="Report directory (new)."),
     seed: int = typer.Option(0, help="Seed for the corpus, data order, weights and sample."),
-    pretrain_steps: int = typer.Option(150, help="Pretraining optimizer steps."),
-    anneal_steps: int = typer.Option(None, help="Annealing steps (default: the recipe's share of pretraining)."),
-    threads: int = typer.Option(1, help="CPU threads (1 is fastest for this tiny model)."),
+    pretrain_steps: int = typer.Option(150, min=1, help="Pretraining optimizer steps."),
+    anneal_steps: int = typer.Option(
+        None, min=1, help="Annealing steps (default: the recipe's share of pretraining)."
+    ),
+    threads: int = typer.Option(1, min=1, help="CPU threads (1 is fastest for this tiny model)."),
 ) -> None:
     """Synthetic corpus -> tokenizer -> filter -> dedup -> pack -> plan -> pretrain -> anneal -> eval -> sample."""
     from hybridlm.quickstart import run_quickstart

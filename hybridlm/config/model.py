@@ -11,16 +11,17 @@ import json
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hybridlm.config import pattern as pat
 from hybridlm.errors import ConfigError
 from hybridlm.kinds import KINDS, MAMBA2, kinds_in
 
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
+Unbounded = Annotated[float, Field(allow_inf_nan=True)]  # a bound that may be infinite (NaN is refused below)
 
 
 def _one_line(err: ValidationError, prefix: str = "") -> str:
@@ -29,6 +30,8 @@ def _one_line(err: ValidationError, prefix: str = "") -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
+    elif first["type"] == "finite_number":
+        msg = f"must be a finite number, got {first['input']}"
     elif first["type"] == "missing":
         msg = "required field is missing"
     where = ".".join(p for p in (prefix, loc) if p)
@@ -38,13 +41,21 @@ def _one_line(err: ValidationError, prefix: str = "") -> str:
 class _Section(BaseModel):
     """Strict, immutable config section whose errors are one line naming the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as err:
             raise ConfigError(_one_line(err, getattr(self, "_prefix", ""))) from None
+
+
+def _check_dt(section) -> None:
+    """The dt initialisation range of a Mamba section: 0 < dt_min <= dt_max, dt_init_floor >= 0."""
+    if not 0 < section.dt_min <= section.dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={section.dt_min}, dt_max={section.dt_max}")
+    if section.dt_init_floor < 0:
+        raise ValueError(f"dt_init_floor must be >= 0, got {section.dt_init_floor}")
 
 
 class Mamba1Config(_Section):
@@ -69,6 +80,7 @@ class Mamba1Config(_Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dt_rank != "auto" and self.dt_rank < 1:
             raise ValueError(f"dt_rank must be >= 1 or 'auto', got {self.dt_rank}")
+        _check_dt(self)
         return self
 
 
@@ -92,7 +104,7 @@ class Mamba2Config(_Section):
     conv_bias: bool = True
     proj_bias: bool = False
     norm_eps: float = 1e-5
-    dt_limit: tuple[float, float] = (0.0, math.inf)
+    dt_limit: tuple[Unbounded, Unbounded] = (0.0, math.inf)
     dt_clamp_in_step: bool = True
     dt_min: float = 0.001
     dt_max: float = 0.1
@@ -105,8 +117,11 @@ class Mamba2Config(_Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cpu_chunk_size is not None and self.cpu_chunk_size < 1:
             raise ValueError(f"cpu_chunk_size must be >= 1 or null, got {self.cpu_chunk_size}")
-        if self.dt_limit[0] < 0 or self.dt_limit[1] <= self.dt_limit[0]:
+        if math.isnan(sum(self.dt_limit)) or self.dt_limit[0] < 0 or self.dt_limit[1] <= self.dt_limit[0]:
             raise ValueError(f"dt_limit must be (min >= 0, max > min), got {self.dt_limit}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+        _check_dt(self)
         return self
 
     def chunk_for(self, device_type: str) -> int:
@@ -140,6 +155,8 @@ class AttentionConfig(_Section):
             raise ValueError(f"head_dim must be a positive (even, with RoPE) integer, got {self.head_dim}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
         return self
 
 
@@ -214,6 +231,8 @@ class SharedBlockConfig(_Section):
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if (self.lora_qkv or self.lora_mlp) and self.lora_rank == 0:
             raise ValueError("lora_qkv / lora_mlp need lora_rank >= 1")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
         return self
 
 
@@ -245,6 +264,8 @@ class ModelConfig(_Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+        if self.init_std < 0:
+            raise ValueError(f"init_std must be >= 0, got {self.init_std}")
         for spec in kinds_in(pat.expand(self.layers)):
             spec.validate(self)
         for name, size in (("mlp.ffn_dim", self.mlp.ffn_dim), ("moe.ffn_dim", self.moe.ffn_dim),
@@ -359,6 +380,10 @@ class ModelConfig(_Section):
             return config_from_hf(data)
         if "model" in data and isinstance(data["model"], dict) and "d_model" not in data:
             data = data["model"]  # a run config with a model section
+        elif isinstance(data.get("model"), str) and "d_model" not in data:  # a run config naming its model
+            from hybridlm.locate import locate
+
+            return locate(data["model"], base=path.parent).config()
         return cls.from_dict(data)
 
     @classmethod

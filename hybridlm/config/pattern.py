@@ -42,6 +42,18 @@ TOKENS = tuple(TOKEN_NAMES)
 MAMBA = tuple(t for t, k in KINDS.items() if k.ssm)  # mixers a shared-block call may feed
 
 _LEX = re.compile(r"\s*(\(|\)\*\d+|\)|[A-Za-z]+(?:\*\d+)?|\S)")
+MAX_SUBLAYERS = 10_000  # far beyond any published model (hundreds); keeps a typo like m*1000000000 a one-line error
+
+
+def _too_many(pattern: str) -> ConfigError:
+    shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+    return ConfigError(f"layers: pattern {shown!r} expands to more than {MAX_SUBLAYERS:,} sub-layers, the most allowed")
+
+
+def _count(text: str, pattern: str) -> int:
+    if len(text) > 9:
+        raise _too_many(pattern)
+    return int(text)
 
 
 def expand(pattern: str) -> list[str]:
@@ -57,7 +69,11 @@ def expand(pattern: str) -> list[str]:
             if len(stack) == 1:
                 raise ConfigError(f"layers: unbalanced ')' in pattern {pattern!r}")
             group = stack.pop()
-            count = int(piece[2:]) if piece.startswith(")*") else 1
+            count = _count(piece[2:], pattern) if piece.startswith(")*") else 1
+            if count < 1:
+                raise ConfigError(f"layers: repeat count must be >= 1, got {piece!r}")
+            if len(stack[-1]) + len(group) * count > MAX_SUBLAYERS:
+                raise _too_many(pattern)
             stack[-1].extend(group * count)
         else:
             name, _, count = piece.partition("*")
@@ -66,9 +82,11 @@ def expand(pattern: str) -> list[str]:
                     f"layers: unknown token {name!r} in pattern {pattern!r}; allowed: "
                     + ", ".join(f"{t} ({TOKEN_NAMES[t]})" for t in TOKENS)
                 )
-            n = int(count) if count else 1
+            n = _count(count, pattern) if count else 1
             if count and n < 1:
                 raise ConfigError(f"layers: repeat count must be >= 1, got {piece!r}")
+            if len(stack[-1]) + n > MAX_SUBLAYERS:
+                raise _too_many(pattern)
             stack[-1].extend([name] * n)
     if len(stack) != 1:
         raise ConfigError(f"layers: unbalanced '(' in pattern {pattern!r}")
@@ -169,6 +187,10 @@ def from_attn_layer_idx(n_layer: int, attn_layer_idx: list[int], ssm: str = "m",
     (`ssm` = 'm' for Mamba2, 'r' for Mamba1); with d_intermediate > 0 each mixer is followed by an MLP."""
     if ssm not in MAMBA:
         raise ConfigError(f"layers: ssm must be 'r' (Mamba1) or 'm' (Mamba2), got {ssm!r}")
+    if isinstance(n_layer, bool) or not isinstance(n_layer, int) or not 1 <= n_layer * (1 + bool(mlp)) <= MAX_SUBLAYERS:
+        raise ConfigError(f"layers: n_layer must be a whole number from 1 to {MAX_SUBLAYERS:,}, got {n_layer!r}")
+    if not isinstance(attn_layer_idx, (list, tuple)) or not all(isinstance(i, int) for i in attn_layer_idx):
+        raise ConfigError(f"layers: attn_layer_idx must be a list of layer numbers, got {attn_layer_idx!r}")
     bad = [i for i in attn_layer_idx if not 0 <= i < n_layer]
     if bad:
         raise ConfigError(f"layers: attn_layer_idx {bad} outside 0..{n_layer - 1}")

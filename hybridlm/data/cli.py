@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridlm.data.errors import DataError
+from hybridlm.units import plural
 
 app = typer.Typer(
     name="data",
@@ -23,6 +24,7 @@ out_console = Console()
 
 INPUTS = typer.Argument(..., help="Input files or directories (JSONL[.zst|.gz], JSON, Parquet, Arrow).")
 TEXT_KEY = typer.Option("text", "--text-key", help="Field holding the document text.")
+WORKERS = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores).")
 MAX_DOC_BYTES = typer.Option(
     None,
     "--max-doc-bytes",
@@ -50,10 +52,10 @@ def _bytes_bar(inputs: list[Path], desc: str):
 
 def _print_rejects(count: int, examples: list[dict], where: str | None, empty_files: list[str] = ()) -> None:
     if empty_files:
-        console.print(f"[yellow]{len(empty_files)} empty input file(s)[/]: " + ", ".join(empty_files[:5]))
+        console.print(f"[yellow]{plural(len(empty_files), 'empty input file')}[/]: " + ", ".join(empty_files[:5]))
     if not count:
         return
-    console.print(f"[yellow]{count} input record(s) rejected[/]" + (f" (all in {where})" if where else ""))
+    console.print(f"[yellow]{plural(count, 'input record')} rejected[/]" + (f" (all in {where})" if where else ""))
     for e in examples[:10]:
         console.print(f"  {e['file']}:{e['line']}: {e['reason']}", markup=False, highlight=False)
 
@@ -123,19 +125,19 @@ def train_tokenizer_cmd(
     with console.status("training tokenizer"):
         rep = train_tokenizer(inputs, output_dir, vocab_size, text_key, min_frequency)
     out_console.print(
-        f"trained on {rep['documents']:,} documents: vocab {rep['vocab_size']:,} -> {output_dir}"
+        f"trained on {plural(rep['documents'], 'document')}: vocab {rep['vocab_size']:,} -> {output_dir}"
     )
     if rep["rejected_records"]:
         console.print(
-            f"[yellow]{rep['rejected_records']} record(s) rejected (see {output_dir}/rejects.jsonl)[/]"
+            f"[yellow]{plural(rep['rejected_records'], 'record')} rejected (see {output_dir}/rejects.jsonl)[/]"
         )
 
 
 @app.command()
 def partition(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
-    num_partitions: int = typer.Option(..., "-n", "--num-partitions", help="Number of output files."),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for the partitions (part_*.jsonl)."),
+    num_partitions: int = typer.Option(..., "-n", "--num-partitions", min=1, help="Number of output files."),
     text_key: str = TEXT_KEY,
     max_doc_bytes: int | None = MAX_DOC_BYTES,
     zstd: bool = typer.Option(False, "--zstd", help="Write .jsonl.zst."),
@@ -185,10 +187,38 @@ def _word_list(spec: str):
     return WordList(path.stem, words, max_count, max_fraction)
 
 
+FILTER_FLAGS = {
+    "min_length": "--min-length",
+    "min_mean_word_length": "--min-mean-word-length",
+    "max_mean_word_length": "--max-mean-word-length",
+    "max_fraction_non_alphanumeric": "--max-non-alnum",
+    "max_fraction_numerical": "--max-numeric",
+    "max_repeated_substrings": "--max-repeats",
+    "repeat_run_length": "--repeat-run-length",
+}
+
+
+def _filter_settings_file(path: Path) -> dict:
+    """The --config file: a JSON object of FilterConfig fields."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"--config {path}: cannot read it ({err})") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"--config {path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"--config {path}: expected a JSON object of filter settings, got a {type(d).__name__}")
+    return d
+
+
 @app.command("filter")
 def filter_cmd(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for kept/, removed/, report.json."),
     text_key: str = TEXT_KEY,
     max_doc_bytes: int | None = MAX_DOC_BYTES,
     config: Path | None = typer.Option(None, "--config", help="JSON file with any FilterConfig fields."),
@@ -216,7 +246,7 @@ def filter_cmd(
     collapse_runs: bool = typer.Option(
         False, "--collapse-runs", help="Write kept texts with repeated runs collapsed (as Zyda did)."
     ),
-    workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
+    workers: int | None = WORKERS,
     engine: str = typer.Option(
         "local", "--engine", help="local (multiprocessing) or datatrove (LocalPipelineExecutor)."
     ),
@@ -225,7 +255,7 @@ def filter_cmd(
     _limit(max_doc_bytes)
     from hybridlm.data.filters import FilterConfig, run_filter
 
-    d = json.loads(config.read_text()) if config else {}
+    d = _filter_settings_file(config) if config else {}
     scalars = {
         "min_length": min_length,
         "min_mean_word_length": min_mean_word_length,
@@ -240,7 +270,13 @@ def filter_cmd(
         d["pattern_max_counts"] = _kv(pattern_count, int, "--pattern-count")
     if pattern_fraction:
         d["pattern_max_fractions"] = _kv(pattern_fraction, float, "--pattern-fraction")
-    cfg = FilterConfig.from_dict(d)
+    given = {k for k, v in scalars.items() if v is not None}
+    try:
+        cfg = FilterConfig.from_dict(d)
+    except DataError as err:  # name the flag or the file the bad value came from
+        field = str(err).split(" ", 1)[0]
+        where = FILTER_FLAGS.get(field) if field in given else str(config) if config else None
+        raise DataError(f"{where}: {err}" if where else str(err)) from None
     cfg.word_lists += [_word_list(w) for w in word_list]
     if engine == "datatrove":
         from hybridlm.data.dt_steps import run_filter_datatrove
@@ -271,7 +307,7 @@ def _sbatch_args(items: list[str]) -> dict | None:
 @app.command()
 def dedup(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for kept/, removed/, report.json."),
     text_key: str = TEXT_KEY,
     max_doc_bytes: int | None = MAX_DOC_BYTES,
     preset: str = typer.Option(
@@ -279,28 +315,30 @@ def dedup(
         "(char 25-grams, 8x16 bands, cross-dataset only); the options below override it."
     ),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Jaccard similarity that makes two documents duplicates [0.8]."
+        None, "--threshold", help="Jaccard similarity that makes two documents duplicates (default: 0.8)."
     ),
     verify: bool | None = typer.Option(
         None, "--verify/--no-verify", help="Keep only candidate pairs whose exact Jaccard >= threshold."
     ),
-    ngram: int | None = typer.Option(None, "--ngram", help="Shingle size (words or characters) [13]."),
-    shingle: str | None = typer.Option(None, "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams [word]."),
-    num_perm: int | None = typer.Option(None, "--num-perm", help="MinHash permutations [128]."),
-    bands: int | None = typer.Option(None, "--bands", help="LSH bands [chosen from --threshold]."),
-    rows: int | None = typer.Option(None, "--rows", help="Rows per band [chosen from --threshold]."),
+    ngram: int | None = typer.Option(None, "--ngram", help="Shingle size (words or characters; default: 13)."),
+    shingle: str | None = typer.Option(
+        None, "--shingle", help="word (Zyda-1) or char (Zyda-2) n-grams (default: word)."
+    ),
+    num_perm: int | None = typer.Option(None, "--num-perm", help="MinHash permutations (default: 128)."),
+    bands: int | None = typer.Option(None, "--bands", help="LSH bands (default: chosen from --threshold)."),
+    rows: int | None = typer.Option(None, "--rows", help="Rows per band (default: chosen from --threshold)."),
     rank: list[str] = typer.Option(
-        [], "--rank", help="Source names, best first (repeat or comma-separate) [input order]."
+        [], "--rank", help="Source names, best first (repeat or comma-separate; default: input order)."
     ),
     cross_only: bool | None = typer.Option(
         None, "--cross-only/--within-too", help="Only remove duplicates across datasets (Zyda-2)."
     ),
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the MinHash permutations (default: 0)."),
     memory: str = typer.Option("1G", "--memory", help="Memory budget per task (e.g. 512M, 4G)."),
     band_tasks: int | None = typer.Option(
-        None, "--band-tasks", help="Tasks for the bucket stage (ranges of bands) [--workers or all cores]."
+        None, "--band-tasks", help="Tasks for the bucket stage (ranges of bands; default: --workers or all cores)."
     ),
-    workers: int | None = typer.Option(None, "--workers", "-j", help="Processes [all cores]."),
+    workers: int | None = WORKERS,
     top_clusters: int = typer.Option(10, help="Largest clusters listed with examples in the report."),
     executor: str = typer.Option(
         "processes", "--executor", help="processes (this machine's cores), or datatrove's local, slurm or ray."
@@ -410,8 +448,10 @@ def dedup(
 @app.command("pack")
 def pack_cmd(
     inputs: list[Path] = INPUTS,
-    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
-    tokenizer: Path = typer.Option(..., "--tokenizer", "-t"),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for the shards and index.json."),
+    tokenizer: Path = typer.Option(
+        ..., "--tokenizer", "-t", help="tokenizer.json or a directory saved by save_pretrained."
+    ),
     text_key: str = TEXT_KEY,
     max_doc_bytes: int | None = MAX_DOC_BYTES,
     eos: bool = typer.Option(True, "--eos/--no-eos", help="Append the EOS token to every document."),
@@ -424,26 +464,27 @@ def pack_cmd(
     with bar:
         idx = pack(inputs, output_dir, tokenizer, text_key, eos, progress=advance)
     out_console.print(
-        f"{idx['documents']:,} documents, {idx['tokens']:,} tokens ({idx['dtype']}) in {len(idx['shards'])} shard(s) "
+        f"{plural(idx['documents'], 'document')}, {plural(idx['tokens'], 'token')} ({idx['dtype']}) in "
+        f"{plural(len(idx['shards']), 'shard')} "
         f"-> {output_dir}"
     )
     if idx["rejected_records"]:
-        console.print(f"[yellow]{idx['rejected_records']} record(s) rejected (see {output_dir}/rejects/)[/]")
+        console.print(f"[yellow]{plural(idx['rejected_records'], 'record')} rejected (see {output_dir}/rejects/)[/]")
 
 
 @app.command()
 def synth(
-    output_dir: Path = typer.Option(..., "-o", "--output-dir"),
-    seed: int = typer.Option(0, "--seed"),
-    n_web: int = typer.Option(2000, "--n-web"),
-    n_hq: int = typer.Option(500, "--n-hq"),
-    n_eval: int = typer.Option(200, "--n-eval"),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Directory for web/hq/eval.jsonl."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus (same seed, same bytes)."),
+    n_web: int = typer.Option(2000, "--n-web", help="Web documents (with planted duplicates and junk)."),
+    n_hq: int = typer.Option(500, "--n-hq", help="High-quality fact documents."),
+    n_eval: int = typer.Option(200, "--n-eval", help="Held-out documents."),
 ) -> None:
     """Generate the deterministic synthetic corpus (web with planted duplicates and junk, high-quality, eval)."""
     from hybridlm.data.synth import generate_corpus
 
     m = generate_corpus(output_dir, seed, n_web, n_hq, n_eval)
     out_console.print(
-        f"web {m['web_documents']:,} ({m['dup_groups']} duplicate groups, {m['junk_documents']} junk), "
+        f"web {m['web_documents']:,} ({plural(m['dup_groups'], 'duplicate group')}, {m['junk_documents']} junk), "
         f"hq {m['hq_documents']:,}, eval {m['eval_documents']:,} -> {output_dir}"
     )

@@ -157,6 +157,10 @@ def run_shards(
     `state_dir` records the same dependencies (`dependencies(payload)`) is not redone; one whose input or settings
     changed is redone (with a line saying so); markers of shards that are no longer part of the run are removed.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        from hybridlm.data.errors import DataError
+
+        raise DataError(f"workers must be a whole number >= 1 (None: all cores), got {workers!r}")
     results: dict[str, dict] = {}
     todo, redo = [], []
     deps = {key: dependencies(payload) for key, payload in shards}

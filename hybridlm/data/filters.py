@@ -25,6 +25,7 @@ add up to the removed total. Patterns are literal strings (Zyda's scripts passed
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,17 @@ class WordList:
     max_fraction: float | None = None
 
 
+def _check_number(name: str, value, whole: bool = False, low: float = 0.0, high: float | None = None) -> None:
+    """A threshold must be a (whole, for counts) finite number in [low, high]."""
+    kind = "a whole number" if whole else "a number"
+    ok_type = isinstance(value, int) if whole else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not whole and not math.isfinite(value)):
+        raise DataError(f"{name} must be {kind}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        where = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+        raise DataError(f"{name} must be {where}, got {value!r}")
+
+
 @dataclass
 class FilterConfig:
     min_length: int = 100
@@ -81,14 +93,49 @@ class FilterConfig:
     )
     word_lists: list[WordList] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Every threshold is checked where it enters (CLI, --config file, Python): one line naming it."""
+        for name in ("min_length", "max_repeated_substrings"):
+            _check_number(name, getattr(self, name), whole=True)
+        _check_number("repeat_run_length", self.repeat_run_length, whole=True, low=1)
+        for name in ("min_mean_word_length", "max_mean_word_length"):
+            _check_number(name, getattr(self, name))
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise DataError(f"min_mean_word_length {self.min_mean_word_length} is above max_mean_word_length "
+                            f"{self.max_mean_word_length}")
+        for name in ("max_fraction_non_alphanumeric", "max_fraction_numerical"):
+            _check_number(name, getattr(self, name), high=1.0)
+        for name, whole, high in (("collapse_runs", True, None), ("pattern_max_counts", True, None),
+                                  ("pattern_max_fractions", False, 1.0)):
+            table = getattr(self, name)
+            if not isinstance(table, dict):
+                raise DataError(f"{name} must be a mapping of pattern -> limit, got {type(table).__name__}")
+            for pattern, limit in table.items():
+                if not isinstance(pattern, str) or not pattern:
+                    raise DataError(f"{name}: patterns must be non-empty strings, got {pattern!r}")
+                _check_number(f"{name}[{pattern!r}]", limit, whole=whole, high=high)
+        for wl in self.word_lists:
+            if wl.max_count is not None:
+                _check_number(f"word list {wl.name} max_count", wl.max_count, whole=True)
+            if wl.max_fraction is not None:
+                _check_number(f"word list {wl.name} max_fraction", wl.max_fraction)
+
     @classmethod
     def from_dict(cls, d: dict) -> FilterConfig:
+        if not isinstance(d, dict):
+            raise DataError(f"filter settings must be a mapping of field -> value, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise DataError(f"unknown filter settings {sorted(unknown)}; allowed: {sorted(known)}")
         d = dict(d)
-        d["word_lists"] = [w if isinstance(w, WordList) else WordList(**w) for w in d.get("word_lists", [])]
+        lists = d.get("word_lists", [])
+        if not isinstance(lists, list) or not all(isinstance(w, (WordList, dict)) for w in lists):
+            raise DataError("word_lists must be a list of {name, words, max_count, max_fraction} mappings")
+        try:
+            d["word_lists"] = [w if isinstance(w, WordList) else WordList(**w) for w in lists]
+        except TypeError as err:
+            raise DataError(f"word_lists: {err}") from None
         return cls(**d)
 
     def filter_names(self) -> list[str]:

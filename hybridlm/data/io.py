@@ -132,11 +132,15 @@ def expand_inputs(paths: list[str | Path]) -> list[InputFile]:
         raise DataError("no input given: pass one or more files or directories")
     files: list[InputFile] = []
     used: set[str] = set()
+    arguments: list[tuple[Path, str | None]] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise DataError(f"input not found: {p}")
-        base = strip_suffix(p.name.rstrip("/")) or "data"
+        stage = stage_sources(p)  # an earlier stage's output: its sources keep their names
+        arguments += stage if stage is not None else [(p, None)]
+    for p, name in arguments:
+        base = name or strip_suffix(p.name.rstrip("/")) or "data"
         source, n = base, 0
         while source in used:  # two arguments with the same name stay distinct sources
             n += 1
@@ -152,6 +156,24 @@ def expand_inputs(paths: list[str | Path]) -> list[InputFile]:
                 raise DataError(f"unsupported input {p}: expected one of {', '.join(SUPPORTED_SUFFIXES)}")
             files.append(InputFile(p, source, p.name))
     return _assign_names(files)
+
+
+def stage_sources(p: Path) -> list[tuple[Path, str]] | None:
+    """The sources an earlier stage wrote, when `p` is its output directory (holding `.stage.json`) or that
+    directory's `kept/`: `(OUTPUT/kept/<source>, source)` for each, so a pipeline keeps the source names (`filter`
+    then `dedup` writes `kept/web/web.jsonl`, not `kept/kept/web/web.jsonl` under a source named `kept`)."""
+    if (p / ".stage.json").is_file():
+        kept = p / "kept"
+    elif p.name == "kept" and (p.parent / ".stage.json").is_file():
+        kept = p
+    else:
+        return None
+    if not kept.is_dir():
+        return None  # a stage that writes its files flat (partition, pack): an ordinary directory
+    subs = sorted(d for d in kept.iterdir() if not d.name.startswith((".", "_")))
+    if not subs or not all(d.is_dir() for d in subs):
+        return None  # not laid out by source: read it as an ordinary directory
+    return [(d, d.name) for d in subs]
 
 
 def _hidden(rel: Path) -> bool:
@@ -177,6 +199,13 @@ def check_output_location(inputs: list[str | Path], output_dir: str | Path) -> N
                 f"input {raw} is inside output directory {output_dir}: the run would overwrite what it reads; "
                 "choose an output directory that holds no input"
             )
+
+
+def json_error_reason(err: json.JSONDecodeError) -> str:
+    """`malformed JSON: Expecting value at column 3`; messages that end in "at" ("Unterminated string starting at")
+    take the column directly."""
+    joiner = " " if err.msg.endswith(" at") else " at "
+    return f"malformed JSON: {err.msg}{joiner}column {err.colno}"
 
 
 def input_signature(f: InputFile) -> dict:
@@ -423,7 +452,7 @@ def _iter_jsonl(
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    rejects.add(path, i, f"malformed JSON: {e.msg} at column {e.colno}", line.rstrip("\n"))
+                    rejects.add(path, i, json_error_reason(e), line.rstrip("\n"))
                     continue
                 if not isinstance(rec, dict):
                     rejects.add(path, i, "record is not a JSON object", line.rstrip("\n"))

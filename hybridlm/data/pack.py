@@ -3,13 +3,13 @@
 One shard per input file, in input order, so the output is deterministic; a shard whose files were written by an
 earlier run from the same input (path, size, mtime) with the same tokenizer and settings is not redone, so an
 interrupted pack resumes, and an input that changed is packed again. `index.json` records the tokenizer's
-fingerprint, which the trainer checks when it blends, evaluates or anneals. The format and its reader are
-in `hybridlm.data.shards`.
+fingerprint, which the trainer checks when it blends, evaluates or anneals, and `OUTPUT/tokenizer/` keeps a copy of
+the tokenizer, which a trained model's export (`final/`) takes along. The format and its reader are in
+`hybridlm.data.shards`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,14 +21,12 @@ from hybridlm.data.errors import DataError
 from hybridlm.data.io import RejectLog, check_text_field, expand_inputs, input_signature, reader_settings
 from hybridlm.data.outputs import data_stage, write_json
 from hybridlm.data.shards import write_idx
-from hybridlm.data.tokenizer import eos_token_id, load_tokenizer
+from hybridlm.data.tokenizer import copy_tokenizer, eos_token_id, fingerprint, load_tokenizer, tokenizer_file
 
 
-def _fingerprint(tok) -> str:
-    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
-
-
-@data_stage("pack", owned=("[0-9]*.bin", "[0-9]*.idx", "index.json", "rejects", ".state"), rejects="rejects")
+@data_stage(
+    "pack", owned=("[0-9]*.bin", "[0-9]*.idx", "index.json", "rejects", ".state", "tokenizer"), rejects="rejects"
+)
 def pack(
     inputs: list[str | Path],
     output_dir: str | Path,
@@ -49,7 +47,7 @@ def pack(
     eos = eos_token_id(tok, tokenizer) if append_eos else None
     if append_eos and eos is None:
         raise DataError("the tokenizer has no EOS token; pass --no-eos or use a tokenizer with one")
-    fp = _fingerprint(tok)
+    fp = fingerprint(tok)
     state = out / ".state"
     state.mkdir(exist_ok=True)
     shards, rejected, lines = [], 0, 0
@@ -125,12 +123,14 @@ def pack(
         "vocab_size": vocab,
         "eos_id": eos,
         "append_eos": append_eos,
-        "tokenizer": str(tokenizer),
+        "tokenizer": str(Path(tokenizer).resolve()),
         "tokenizer_fingerprint": fp,
         "documents": sum(s["documents"] for s in shards),
         "tokens": sum(s["tokens"] for s in shards),
         "shards": shards,
     }
+    if tokenizer_file(tokenizer) is not None:  # the shards carry their tokenizer (a trained model's export gets it)
+        copy_tokenizer(tokenizer, out / "tokenizer")
     write_json(out / "index.json", index)
     index["rejected_records"] = rejected
     index["input_lines"] = lines

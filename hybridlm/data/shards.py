@@ -110,6 +110,12 @@ class TokenShardDataset:
         )
         self._shard_starts = np.array(shard_token_starts + [base], dtype=np.int64)
 
+    def tokenizer_path(self) -> Path | None:
+        """The tokenizer.json these shards were packed with (None when it cannot be found or has changed)."""
+        from hybridlm.data.tokenizer import packed_tokenizer
+
+        return packed_tokenizer(self.path, self.index)
+
     def shard_at(self, position: int) -> Path:
         """The .bin file holding token `position` of the stream."""
         s = int(np.searchsorted(self._shard_starts, position, side="right")) - 1

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridlm.data.errors import DataError
 from hybridlm.data.minhash import shingle_set
 
 _ONSETS = [
@@ -221,6 +222,14 @@ def generate_corpus(
     n_entities: int | None = None,
 ) -> dict:
     """Write the corpus to `out_dir` (see module docstring); returns the manifest. Same seed, same bytes."""
+    for name, n in (("n_web", n_web), ("n_hq", n_hq), ("n_eval", n_eval)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataError(f"--{name.replace('_', '-')} must be a whole number >= 0, got {n!r}")
+    for name, f in (("dup_fraction", dup_fraction), ("junk_fraction", junk_fraction)):
+        if not 0 <= f <= 1:
+            raise DataError(f"{name} must be in [0, 1], got {f!r}")
+    if dup_fraction + junk_fraction > 1:
+        raise DataError(f"dup_fraction + junk_fraction must be <= 1, got {dup_fraction} + {junk_fraction}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +46,58 @@ def load_tokenizer(path: str | Path):
     raise TokenizerError(
         f"tokenizer not found: {p} (pass a tokenizer.json or a directory saved by save_pretrained)"
     )
+
+
+def fingerprint(tok) -> str:
+    """Short hash of the tokenizer's complete definition: the same ids mean the same text only under the same one."""
+    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
+
+
+# what a tokenizer directory holds (save_pretrained); tokenizer.json alone is enough to load it
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def tokenizer_file(path: str | Path) -> Path | None:
+    """The tokenizer.json of a tokenizer path (the file itself or a directory holding one), None if there is none."""
+    p = Path(path)
+    if p.is_file() and p.name.endswith(".json"):
+        return p
+    return p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None
+
+
+def copy_tokenizer(source: str | Path, directory: str | Path) -> Path:
+    """Copy a tokenizer (tokenizer.json, and its config files when it has them) into `directory`, each file written
+    to a temporary name and renamed into place; returns the copied tokenizer.json."""
+    src = tokenizer_file(source)
+    if src is None:
+        raise TokenizerError(f"no tokenizer.json at {source}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        file = src if name == "tokenizer.json" else src.with_name(name)
+        if file.is_file():
+            tmp = directory / f".{name}.tmp"
+            shutil.copyfile(file, tmp)
+            os.replace(tmp, directory / name)
+    return directory / "tokenizer.json"
+
+
+def packed_tokenizer(shard_dir: str | Path, index: dict) -> Path | None:
+    """The tokenizer a packed dataset was made with: the copy `pack` keeps in `SHARDS/tokenizer/`, else the path its
+    index.json records, else a `tokenizer/` beside the shards (the synthetic corpus) -- only one whose fingerprint is
+    the index's."""
+    shard_dir = Path(shard_dir)
+    want = index.get("tokenizer_fingerprint")
+    recorded = index.get("tokenizer")
+    for candidate in (shard_dir / "tokenizer", recorded and Path(recorded), shard_dir.parent / "tokenizer"):
+        if not candidate or tokenizer_file(candidate) is None:
+            continue
+        try:
+            if want is None or fingerprint(load_tokenizer(candidate)) == want:
+                return tokenizer_file(candidate)
+        except TokenizerError:
+            continue
+    return None
 
 
 def eos_token_id(tok, path: str | Path | None = None) -> int | None:

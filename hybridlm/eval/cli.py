@@ -79,9 +79,10 @@ def run(
     include_path: Path = typer.Option(None, "--include-path", help="Folder of your own task YAMLs (and data)."),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer directory or tokenizer.json "
                                    "(default: the checkpoint directory's)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass."),
     max_length: int = typer.Option(None, "--max-length", min=2, help="Context window (default: max_seq_len)."),
-    num_fewshot: int = typer.Option(None, "--num-fewshot", min=0),
+    num_fewshot: int = typer.Option(None, "--num-fewshot", min=0,
+                                    help="Few-shot examples per request (default: each task's own)."),
     limit: float = typer.Option(None, "--limit", min=0, help="Documents per task: a count, or a fraction < 1."),
     bootstrap_iters: int = typer.Option(1000, "--bootstrap-iters", min=0,
                                         help="Bootstrap samples for the stderr of non-mean metrics (0: none)."),
@@ -96,8 +97,12 @@ def run(
 
     go_offline()
     names = split_list(tasks, "--tasks")
-    if tokenizer is None and not (Path(source) / "tokenizer.json").is_file():
-        raise HybridLMError("--tokenizer is needed (SOURCE holds no tokenizer.json)")
+    if tokenizer is None:
+        from hybridlm.locate import locate
+
+        tokenizer = locate(source).tokenizer()  # the one saved with the model (an export, a run, a checkpoint)
+        if tokenizer is None:
+            raise HybridLMError("--tokenizer is needed (no tokenizer is saved with SOURCE)")
     manager = task_manager(include_path, names)  # unknown tasks fail before the model loads
     model = _load(source, seed, threads, device)
     start = time.perf_counter()
@@ -129,7 +134,7 @@ def recall(
     lengths: str = typer.Option("64,128,256,512", "--lengths", help="Context lengths, comma-separated."),
     examples: int = typer.Option(32, "--examples", min=1, help="Examples per task and length."),
     vocab: int = typer.Option(None, "--vocab", min=8, help="Task token ids 0..N-1 (default: the model's vocab)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, help="Seed of the examples (and of random weights for presets)."),
     threads: int = typer.Option(0, help="CPU threads (0: torch default)."),

@@ -85,7 +85,9 @@ def config_from_hf(data: dict) -> ModelConfig:
                           "mamba_ssm's (d_model, n_layer, ssm_cfg), Zyphra's BlackMamba (num_layers, hidden_size, "
                           "mamba_moe_layers) or hybridlm's own")
     if fmt == NATIVE:
-        return ModelConfig(**data["hybridlm"])
+        if not isinstance(data.get(NATIVE), dict):
+            raise ConfigError(f"config.json has model_type {NATIVE!r} but no {NATIVE!r} section of model fields")
+        return ModelConfig(**data[NATIVE])
     try:
         return FAMILIES[fmt].config_from_hf(data)
     except KeyError as err:

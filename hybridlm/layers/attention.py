@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.layers.casts import cast
 from hybridlm.layers.segments import Segments
 
 
@@ -95,7 +96,8 @@ class Attention(nn.Module):
                 cos, sin = cos[offset:offset + l], sin[offset:offset + l]
             else:  # per row: (b, l, d) -> (b, 1, l, d)
                 cos, sin = cos[positions][:, None], sin[positions][:, None]
-            q, k = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
+            q, k = apply_rope(q, cast(cos, q.dtype), cast(sin, q.dtype)), apply_rope(k, cast(cos, k.dtype),
+                                                                                     cast(sin, k.dtype))
         return q, k, v
 
     def _rope_tables(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from hybridlm.layers.casts import cast
+
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 state: torch.Tensor | None = None, taps: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,10 +42,10 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 def causal_conv_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      state: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
     """One token: x (b, c). Returns (b, c) and shifts `state` (b, k-1, c) in place; `taps` (b, k) bool."""
-    window = torch.cat([state, x[:, None].to(state.dtype)], dim=1)  # (b, k, c)
+    window = torch.cat([state, cast(x[:, None], state.dtype)], dim=1)  # (b, k, c)
     taken = window if taps is None else window * taps.to(window.dtype)[..., None]
     y = (taken * weight[:, 0, :].t()).sum(1)
     if bias is not None:
         y = y + bias
     state.copy_(window[:, 1:])
-    return y.to(x.dtype)
+    return cast(y, x.dtype)

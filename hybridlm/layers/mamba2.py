@@ -10,6 +10,7 @@ from torch import nn
 
 from hybridlm.init import Constant, DtBias, LogPosition, Uniform, apply_rules, draw_seed
 from hybridlm.layers import kernels
+from hybridlm.layers.casts import cast, fp32
 from hybridlm.layers.conv import causal_conv, causal_conv_step
 from hybridlm.layers.norms import GatedRMSNorm
 from hybridlm.layers.segments import Segments
@@ -122,11 +123,11 @@ class Mamba2(nn.Module):
         xBC = F.silu(causal_conv_step(xBC, self.conv1d.weight, self.conv1d.bias, cache["conv"], taps))
         gn = self.ngroups * self.d_state
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
-        dt = F.softplus(dt.float() + self.dt_bias.float())
+        dt = F.softplus(fp32(dt) + fp32(self.dt_bias))
         if self.dt_clamp_in_step and self.dt_limit != (0.0, math.inf):  # softplus is >= 0 already
             dt = dt.clamp(*self.dt_limit)
         x = x.view(b, self.n_heads, self.headdim)
         B, C = B.view(b, self.ngroups, self.d_state), C.view(b, self.ngroups, self.d_state)
-        y = ssd_step(cache["ssm"], x, dt, -torch.exp(self.A_log.float()), B, C)
-        y = torch.addcmul(y, x.float(), self.D.float()[:, None])
-        return self.out_proj(self.norm(y.view(b, self.d_inner).to(u.dtype), z))
+        y = ssd_step(cache["ssm"], x, dt, -torch.exp(fp32(self.A_log)), B, C)
+        y = torch.addcmul(y, fp32(x), fp32(self.D)[:, None])
+        return self.out_proj(self.norm(cast(y.view(b, self.d_inner), u.dtype), z))

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.layers.casts import cast, fp32
+
 
 class RMSNorm(nn.Module):
     """y = weight * x / sqrt(mean(x^2) + eps), normalized in fp32 then cast back before the weight."""
@@ -17,9 +19,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = fp32(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return self.weight * cast(xf, x.dtype)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -44,10 +46,10 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         dtype = y.dtype
-        h = y.float() * F.silu(z.float())
+        h = fp32(y) * F.silu(fp32(z))
         g = h.unflatten(-1, (-1, self.group_size))
         ms = g.pow(2).mean(-1, keepdim=True)
         if self.stats_reduce is not None:
             ms = self.stats_reduce(ms)
         g = g * torch.rsqrt(ms + self.eps)
-        return self.weight * g.flatten(-2).to(dtype)
+        return self.weight * cast(g.flatten(-2), dtype)

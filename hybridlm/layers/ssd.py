@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hybridlm.layers.casts import fp32
+
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                 chunk_size: int, initial_state: torch.Tensor | None = None, resets: torch.Tensor | None = None
@@ -100,11 +102,11 @@ def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Te
     b, h, p, n = state.shape
     g = B.shape[1]
     e = h // g
-    dt = dt.float()
+    dt = fp32(dt)
     s = state.view(b, g, e, p, n)
-    s.mul_(torch.exp(dt * A.float()).view(b, g, e, 1, 1))
-    s.add_((x.float() * dt[..., None]).view(b, g, e, p, 1) * B.float().view(b, g, 1, 1, n))
-    return (s * C.float().view(b, g, 1, 1, n)).sum(-1).view(b, h, p)
+    s.mul_(torch.exp(dt * fp32(A)).view(b, g, e, 1, 1))
+    s.add_((fp32(x) * dt[..., None]).view(b, g, e, p, 1) * fp32(B).view(b, g, 1, 1, n))
+    return (s * fp32(C).view(b, g, 1, 1, n)).sum(-1).view(b, h, p)
 
 
 def state_output(C: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,14 @@ def _local_tensors(cfg: ModelConfig, tp: int, ep: int) -> tuple[tuple[str, tuple
     from hybridlm.train.config import OptimConfig
     from hybridlm.train.optim import no_decay_names
 
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # no side effect on the caller's generator
-        model = HybridLM(cfg)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # no side effect on the caller's generator
+            model = HybridLM(cfg)
+    except RuntimeError as err:  # a tensor torch cannot represent even on the meta device (d_model: 1000000000)
+        from hybridlm.errors import ConfigError
+
+        raise ConfigError(f"a tensor of this model is too large for torch to represent ({str(err)[:120]}); check "
+                          f"its sizes (d_model={cfg.d_model}, vocab_size={cfg.vocab_size})") from None
     exempt = no_decay_names(model, OptimConfig())
     layouts = param_layouts(model, tp, 0, ep, 0)
     return tuple((n, lay.local_shape, lay.expert, n in exempt) for n, lay in layouts.items())

@@ -7,6 +7,7 @@ import json
 import typer
 import yaml
 from rich.console import Console
+from typer.core import TyperCommand
 
 from hybridlm.config import ModelConfig
 from hybridlm.errors import ConfigError
@@ -37,12 +38,13 @@ def apply_overrides(cfg: ModelConfig, named: dict[str, object], settings: list[s
 def plan(
     sources: list[str] = typer.Argument(
         ...,
-        help="PRESET | CONFIG.yaml | HF config.json | checkpoint dir; "
+        metavar="MODEL",
+        help="A model: preset, config file (YAML/JSON/config.json), exported model, checkpoint or run directory; "
         "or 'compare' followed by several of them.",
     ),
     d_model: int = typer.Option(None, "--d-model", help="Override d_model."),
     layers: str = typer.Option(None, "--layers", help="Override the layer pattern, e.g. 'm m m g m'."),
-    vocab_size: int = typer.Option(None, "--vocab-size"),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Override vocab_size."),
     ffn_dim: int = typer.Option(None, "--ffn-dim", help="Override mlp.ffn_dim."),
     n_heads: int = typer.Option(None, "--n-heads", help="Override attention.n_heads."),
     n_kv_heads: int = typer.Option(None, "--n-kv-heads", help="Override attention.n_kv_heads."),
@@ -51,7 +53,7 @@ def plan(
     seq_len: int = typer.Option(4096, "--seq-len", help="Sequence / context length."),
     batch: int = typer.Option(1, "--batch", help="Sequences per micro-batch (per data-parallel rank)."),
     tokens: float = typer.Option(None, "--tokens", help="Training tokens (for per-run FLOPs and days)."),
-    gpus: int = typer.Option(1, "--gpus"),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs of the training job (memory per GPU, budgets)."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
     zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (shards over the data-parallel degree)."),
@@ -78,7 +80,9 @@ def plan(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Parameters, FLOPs, memory, budget and sizing advice for a model, computed from its config alone."""
+    """Parameters, FLOPs, memory, budget and sizing advice for a model, computed from its config alone.
+
+    Several models side by side: hybridlm plan compare A B ... (see hybridlm plan compare --help)."""
     from hybridlm.config.resolve import resolve_config
 
     compare = sources[0] == "compare"
@@ -134,5 +138,31 @@ def plan(
         render(plans[0], console)
 
 
+COMPARE_HELP = """Compare several models side by side: parameters, FLOPs per token, inference and training memory;
+--plot draws memory and FLOPs against context length. Each MODEL is anything `hybridlm plan` takes (preset, config
+file, exported model, checkpoint or run directory); the options apply to every model.
+
+Example: hybridlm plan compare zamba2-2.7b llama-2-7b mamba2-2.7b --seq-len 32768 --plot compare.png"""
+
+
+class PlanCommand(TyperCommand):
+    """`plan` with `plan compare` as its second form: `hybridlm plan compare --help` explains compare."""
+
+    def get_help(self, ctx):
+        args = ctx.meta.get("plan_args") or []
+        if not args or args[0] != "compare":
+            return super().get_help(ctx)
+        saved, name = self.help, ctx.info_name
+        self.help, ctx.info_name = COMPARE_HELP, f"{name} compare"
+        try:
+            return super().get_help(ctx)
+        finally:
+            self.help, ctx.info_name = saved, name
+
+    def parse_args(self, ctx, args):
+        ctx.meta["plan_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan)
+    app.command("plan", cls=PlanCommand)(plan)

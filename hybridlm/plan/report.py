@@ -14,6 +14,7 @@ from hybridlm.plan.flops import flops
 from hybridlm.plan.memory import memory
 from hybridlm.plan.params import params
 from hybridlm.plan.sizing import sizing_advice
+from hybridlm.units import binary_bytes, large_count
 
 
 def build_plan(
@@ -106,10 +107,6 @@ def _si(x: float, unit: str = "") -> str:
     return f"{x:.3g} {unit}".rstrip()
 
 
-def _gib(x: float) -> str:
-    return f"{x / 2**30:.3f} GiB"
-
-
 def render(plan: dict, console: Console) -> None:
     """Rich tables for one plan."""
     mo, p, f, m = plan["model"], plan["params"], plan["flops"], plan["memory"]
@@ -140,18 +137,18 @@ def render(plan: dict, console: Console) -> None:
     t = Table(title=f"Memory (batch {m['batch']}, seq_len {m['seq_len']}, {m['dtype_bytes']}-byte dtype)")
     t.add_column("item")
     t.add_column("bytes", justify="right")
-    t.add_row("inference weights", _gib(m["weights_bytes"]))
+    t.add_row("inference weights", binary_bytes(m["weights_bytes"]))
     for k, v in m["inference_cache_by_kind"].items():
         if v:
-            t.add_row(f"inference cache: {k}", _gib(v))
-    t.add_row("[bold]inference total[/]", f"[bold]{_gib(m['inference_total_bytes'])}[/]")
+            t.add_row(f"inference cache: {k}", binary_bytes(v))
+    t.add_row("[bold]inference total[/]", f"[bold]{binary_bytes(m['inference_total_bytes'])}[/]")
     layout = f"gpus {m['gpus']} = dp {m['dp']} x tp {m['tp']} x pp {m['pp']}, ZeRO {m['zero']}"
     if m["ep"] > 1:
         layout += f", experts over ep {m['ep']}"
     t.add_row(f"train per GPU ({layout})", "")
     for k in ("weights", "grads", "optimizer", "activation"):
-        t.add_row(f"  {k}", _gib(m[f"train_{k}_bytes"]))
-    t.add_row("[bold]  train total per GPU[/]", f"[bold]{_gib(m['train_total_bytes'])}[/]")
+        t.add_row(f"  {k}", binary_bytes(m[f"train_{k}_bytes"]))
+    t.add_row("[bold]  train total per GPU[/]", f"[bold]{binary_bytes(m['train_total_bytes'])}[/]")
     console.print(t)
     if "budget" in plan:
         t = Table(title="Budget")
@@ -175,14 +172,14 @@ def render_compare(plans: list[dict], console: Console) -> None:
     for p in plans:
         t.add_column(p["model"]["name"], justify="right")
     rows = [
-        ("params", lambda p: f"{p['params']['total'] / 1e9:.3f} B"),
-        ("active params", lambda p: f"{p['params']['active'] / 1e9:.3f} B"),
+        ("params", lambda p: large_count(p["params"]["total"])),
+        ("active params", lambda p: large_count(p["params"]["active"])),
         ("forward FLOPs/token", lambda p: _si(p["flops"]["forward_per_token"])),
         ("train FLOPs/token", lambda p: _si(p["flops"]["train_per_token"])),
-        ("weights", lambda p: _gib(p["memory"]["weights_bytes"])),
-        ("inference cache", lambda p: _gib(p["memory"]["inference_cache_bytes"])),
-        ("inference total", lambda p: _gib(p["memory"]["inference_total_bytes"])),
-        ("train per GPU", lambda p: _gib(p["memory"]["train_total_bytes"])),
+        ("weights", lambda p: binary_bytes(p["memory"]["weights_bytes"])),
+        ("inference cache", lambda p: binary_bytes(p["memory"]["inference_cache_bytes"])),
+        ("inference total", lambda p: binary_bytes(p["memory"]["inference_total_bytes"])),
+        ("train per GPU", lambda p: binary_bytes(p["memory"]["train_total_bytes"])),
     ]
     for name, fn in rows:
         t.add_row(name, *(fn(p) for p in plans))

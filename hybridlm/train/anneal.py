@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridlm.errors import ConfigError
-from hybridlm.train import checkpoint as ckpt
+from hybridlm.locate import locate
 from hybridlm.train.config import RunConfig, apply_overrides
 
 REPLAY_FRACTION = 0.6
@@ -43,14 +43,17 @@ def anneal_config(
     decay_shape: str = "cosine",
     overrides: dict[str, Any] | None = None,
 ) -> tuple[RunConfig, dict]:
-    """The phase-2 run config built from a phase-1 checkpoint (or run directory), and facts about the plan
-    (phase-1 tokens, annealing tokens, epochs of the annealing data) with the cookbook warnings it
-    triggers."""
-    path = ckpt.find_checkpoint(from_checkpoint)
-    meta = ckpt.read_meta(path)
+    """The phase-2 run config built from a phase-1 training run (a checkpoint, a run directory or its final/ export:
+    `hybridlm.locate`), and facts about the plan (phase-1 tokens, annealing tokens, epochs of the annealing data)
+    with the cookbook warnings it triggers."""
     if not 0 <= replay_fraction < 1:
         raise ConfigError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
-    p1 = RunConfig.from_dict(meta["config"])
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"steps must be a whole number >= 1 (None: {STEPS_FRACTION:.0%} of phase 1's), got {steps!r}")
+    if warmup_steps is not None and (not isinstance(warmup_steps, int) or warmup_steps < 0):
+        raise ConfigError(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
+    phase1 = locate(from_checkpoint).phase_one()
+    p1 = RunConfig.from_dict(phase1.config)
     if not data:
         if not all(s.path.startswith("synth://") for s in p1.data.sources):
             raise ConfigError(
@@ -72,13 +75,13 @@ def anneal_config(
         {"path": s["path"], "weight": (1 - replay_fraction) * float(s.get("weight", 1.0)) / new_total}
         for s in sources
     ]
-    n_steps = steps or max(1, math.ceil(STEPS_FRACTION * meta["step"]))
+    n_steps = steps or max(1, math.ceil(STEPS_FRACTION * phase1.step))
     cfg = p1.to_dict()
     cfg["data"] = {**cfg["data"], "sources": blend, "curriculum": []}
     cfg["schedule"] = {
         **cfg["schedule"],
         "name": "anneal",
-        "lr": meta.get("lr_max", p1.schedule.lr),
+        "lr": phase1.lr_max or p1.schedule.lr,
         "peak_fraction": lr_fraction,
         "decay_shape": decay_shape,
         "min_lr": 0.0,
@@ -88,12 +91,12 @@ def anneal_config(
         **cfg["train"],
         "steps": n_steps,
         "phase": p1.train.phase + 1,
-        "init_from": str(path),
+        "init_from": str(phase1.weights),
         "checkpoint_every": min(p1.train.checkpoint_every, n_steps),
         "eval_every": min(p1.train.eval_every, n_steps),
     }
     run = RunConfig.from_dict(apply_overrides(cfg, overrides or {}))
-    return run, check_plan(run, meta["tokens"], n_new=len(sources))
+    return run, check_plan(run, phase1.tokens, n_new=len(sources))
 
 
 def check_plan(
@@ -150,9 +153,10 @@ def run_anneal(
     progress: bool | None = None,
     overwrite: bool = False,
     allow_changes: bool = False,
+    replan_schedule: bool = False,
 ) -> dict:
     """Run phase 2 (see `anneal_config`); returns `run_training`'s summary plus `plan` (tokens, epochs,
-    warnings). `resume`, `overwrite` and `allow_changes` act on `output_dir` as for `run_training`."""
+    warnings). `resume`, `overwrite`, `allow_changes` and `replan_schedule` act as for `run_training`."""
     from hybridlm.train.loop import run_training
 
     if resume and (Path(output_dir) / "config.yaml").is_file() and data is None and not overrides:
@@ -163,7 +167,8 @@ def run_anneal(
             from_checkpoint, data, replay_fraction, lr_fraction, steps, warmup_steps, decay_shape, overrides
         )
     result = run_training(
-        run, output_dir, resume=resume, progress=progress, overwrite=overwrite, allow_changes=allow_changes
+        run, output_dir, resume=resume, progress=progress, overwrite=overwrite, allow_changes=allow_changes,
+        replan_schedule=replan_schedule,
     )
     result["plan"] = plan
     return result

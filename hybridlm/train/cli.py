@@ -18,6 +18,10 @@ OVERWRITE = typer.Option(
 ALLOW_CHANGES = typer.Option(
     False, "--allow-changes", help="--resume with data/optimizer/schedule/batch settings that differ from the run's."
 )
+REPLAN_SCHEDULE = typer.Option(
+    False, "--replan-schedule", help="--resume with another train.steps: stretch the LR schedule over the new "
+    "length (default: keep the original schedule; the LR stays at its end after the old last step)."
+)
 
 
 def example_config() -> str:
@@ -49,6 +53,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
     overwrite: bool = OVERWRITE,
     allow_changes: bool = ALLOW_CHANGES,
+    replan_schedule: bool = REPLAN_SCHEDULE,
     example: bool = typer.Option(
         False, "--example-config", help="Print a complete, commented config and exit."
     ),
@@ -78,7 +83,8 @@ def train(
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1:
         return _launch(cfg, nproc)
-    result = run_training(cfg, output, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
+    result = run_training(cfg, output, resume=resume, overwrite=overwrite, allow_changes=allow_changes,
+                          replan_schedule=replan_schedule)
     if result.get("rank", 0) != 0:
         return
     if as_json:
@@ -122,7 +128,7 @@ def _launch(cfg, nproc: int) -> int:
 def anneal(
     ctx: typer.Context,
     from_: Path = typer.Option(
-        ..., "--from", help="Phase-1 checkpoint, or a run directory (latest checkpoint)."
+        ..., "--from", help="Phase-1 run directory, its final/ model, or one of its checkpoints (step_N)."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory of the annealing run."),
     data: list[str] = typer.Option(
@@ -133,12 +139,13 @@ def anneal(
     ),
     replay_fraction: float = typer.Option(0.6, help="Share of samples replayed from the phase-1 sources."),
     lr_fraction: float = typer.Option(0.75, help="Peak LR as a fraction of the phase-1 maximum LR."),
-    steps: int = typer.Option(None, help="Optimizer steps (default: 10% of the phase-1 steps)."),
-    warmup_steps: int = typer.Option(None, help="Linear warmup steps (default: 10% of the steps)."),
+    steps: int = typer.Option(None, min=1, help="Optimizer steps (default: 10% of the phase-1 steps)."),
+    warmup_steps: int = typer.Option(None, min=0, help="Linear warmup steps (default: 10% of the steps)."),
     decay: str = typer.Option("cosine", help="Decay to 0: linear | cosine | 1-sqrt | exponential."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUTPUT."),
     overwrite: bool = OVERWRITE,
     allow_changes: bool = ALLOW_CHANGES,
+    replan_schedule: bool = REPLAN_SCHEDULE,
     as_json: bool = typer.Option(False, "--json", help="Print the result summary as JSON on stdout."),
 ) -> None:
     """Anneal (phase 2) from a phase-1 checkpoint: replay + high-quality data, LR re-warmed, decayed to 0."""
@@ -168,6 +175,7 @@ def anneal(
         resume=resume,
         overwrite=overwrite,
         allow_changes=allow_changes,
+        replan_schedule=replan_schedule,
     )
     for w in result["plan"].get("warnings", []):
         console.print(f"[yellow]warning[/]: {w}")

@@ -7,11 +7,12 @@ Loaded from YAML; every field can be overridden with a dotted key (`--train.step
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hybridlm.config.model import ModelConfig, _deep_merge, _Section
 from hybridlm.errors import ConfigError
@@ -20,7 +21,17 @@ from hybridlm.errors import ConfigError
 class _Sub(BaseModel):
     """A strict, immutable section; its errors surface through `RunConfig` as one line naming the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _stored_path(path: str) -> str:
+    """A data or model path as stored in a run config: absolute (from the current directory), `synth://` as is, so
+    the saved config means the same wherever it is read."""
+    if not path.strip():
+        raise ValueError("a path is empty")
+    if path.startswith("synth://"):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 DecayShape = Literal["linear", "cosine", "1-sqrt", "exponential"]
@@ -40,6 +51,8 @@ class SourceConfig(_Sub):
             raise ValueError(f"weight must be >= 0, got {self.weight}")
         return self
 
+    _absolute = field_validator("path")(lambda p: _stored_path(p))
+
 
 class CurriculumPoint(_Sub):
     """Mixture weights (one per source) that hold at optimizer step `step`; weights are interpolated linearly
@@ -58,6 +71,8 @@ class DataConfig(_Sub):
     # packed documents stay apart: attention, SSM state and conv restart after each EOS, and no token is
     # trained to predict the next document's first (shards with an EOS id; otherwise nothing to do)
     document_mask: bool = True
+
+    _absolute = field_validator("eval_path")(lambda p: p if p in (None, "auto") else _stored_path(p))
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -100,6 +115,9 @@ class ScheduleConfig(_Sub):
     decay_shape: DecayShape = "cosine"  # for wsd and anneal
     decay_fraction: float = 0.2  # wsd: the last fraction of the steps decays
     peak_fraction: float = 0.75  # anneal: peak LR = lr * peak_fraction
+    # the steps the schedule spans (null: train.steps); a resume for more steps keeps the original length (its
+    # decay ends where it ended, the LR then stays at min_lr) unless asked to re-plan it (--replan-schedule)
+    total_steps: int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleConfig:
@@ -111,6 +129,8 @@ class ScheduleConfig(_Sub):
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
         if not 0 < self.peak_fraction <= 1:
             raise ValueError(f"peak_fraction must be in (0, 1], got {self.peak_fraction}")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1 (or null: train.steps), got {self.total_steps}")
         return self
 
 
@@ -136,6 +156,8 @@ class TrainConfig(_Sub):
     plots: bool = True
     export: bool = True  # save the final model in the Hugging Face layout under OUTPUT/final
 
+    _absolute = field_validator("init_from")(lambda p: p if p is None else _stored_path(p))
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         for name in (
@@ -156,6 +178,10 @@ class TrainConfig(_Sub):
             )
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            raise ValueError(f"peak_flops must be > 0 (or null: measured), got {self.peak_flops}")
         return self
 
 
@@ -193,7 +219,7 @@ class RunConfig(_Section):
     @classmethod
     def _model_shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("model"), str):
-            data = {**data, "model": {"preset": data["model"]}}
+            data = {**data, "model": model_section(data["model"])}
         return data
 
     @model_validator(mode="after")
@@ -217,6 +243,8 @@ class RunConfig(_Section):
     # ----- I/O -----
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """Relative paths in the file (data sources, eval_path, init_from, a model file) are taken from the file's
+        directory, those in `overrides` (typed on a command line) from the current one; all are stored absolute."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -226,7 +254,7 @@ class RunConfig(_Section):
             raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections")
-        return cls.from_dict(data, overrides)
+        return cls.from_dict(paths_from(data, path.parent), overrides)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -257,9 +285,50 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = node.setdefault(p, {})
         node[leaf] = value
     data = dict(data)
-    if isinstance(data.get("model"), str) and "model" in nested:
-        data["model"] = {"preset": data["model"]}
+    if isinstance(data.get("model"), str) and isinstance(nested.get("model"), dict):
+        data["model"] = model_section(data["model"])
     return _deep_merge(data, nested)
+
+
+def paths_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A run config read from a file with its relative paths taken from the file's directory `base`."""
+    from hybridlm.config.presets import presets
+
+    def rebase(p: Any) -> Any:
+        if not isinstance(p, str) or p.startswith("synth://") or p in ("auto", "") or os.path.isabs(p):
+            return p
+        return str(base / os.path.expanduser(p))
+
+    data = dict(data)
+    if isinstance(data.get("model"), str) and data["model"] not in presets():
+        data["model"] = rebase(data["model"])
+    section = data.get("data")
+    if isinstance(section, dict):
+        section = dict(section)
+        if isinstance(section.get("sources"), list):
+            section["sources"] = [{**s, "path": rebase(s.get("path"))} if isinstance(s, dict) else s
+                                  for s in section["sources"]]
+        if "eval_path" in section:
+            section["eval_path"] = rebase(section["eval_path"])
+        data["data"] = section
+    if isinstance(data.get("train"), dict) and "init_from" in data["train"]:
+        data["train"] = {**data["train"], "init_from": rebase(data["train"]["init_from"])}
+    return data
+
+
+def model_section(model: str) -> dict[str, Any]:
+    """A run config's `model: NAME`: a preset, or any model location (config file, exported model, checkpoint, run
+    directory; `hybridlm.locate`), whose complete architecture is stored (weights come from train.init_from)."""
+    from hybridlm.config.presets import presets
+
+    if model in presets():
+        return {"preset": model}
+    from hybridlm.locate import locate
+
+    try:
+        return locate(model).config().to_dict()
+    except ConfigError as err:
+        raise ConfigError(f"model: {err}") from None
 
 
 def parse_cli_overrides(args: list[str]) -> dict[str, Any]:

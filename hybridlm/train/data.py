@@ -197,3 +197,22 @@ class BatchStream:
         """Target tokens drawn from each source over the first `steps` steps (all ranks)."""
         src = self.blend.sources(steps * self.batch)
         return np.bincount(src, minlength=len(self.datasets)) * self.seq_len
+
+
+MAX_EPOCHS = 4.0  # repeated data helps about as much as new data up to ~4 epochs (Muennighoff et al., 2023)
+
+
+def repeat_warnings(stream: BatchStream, data: DataConfig, steps: int, max_epochs: float = MAX_EPOCHS) -> list[str]:
+    """One line for each source the run would read more than `max_epochs` times (a small corpus under many steps:
+    the model memorizes it rather than learning from it)."""
+    drawn = stream.source_tokens(steps)
+    out = []
+    for source, ds, n in zip(data.sources, stream.datasets, drawn, strict=True):
+        epochs = float(n) / max(1, ds.total_tokens)
+        if epochs > max_epochs:
+            out.append(
+                f"data source {source.path} ({ds.total_tokens:,} tokens) would be read {epochs:.1f} times over "
+                f"{steps} steps (more than {max_epochs:g} epochs add little and overfit); use more data or fewer "
+                "train.steps"
+            )
+    return out

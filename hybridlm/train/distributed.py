@@ -54,6 +54,11 @@ class DistContext:
 def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 or "WORLD_SIZE" not in os.environ:
+        if cfg.mode != "none" and "WORLD_SIZE" not in os.environ and not dist.is_initialized():
+            raise ConfigError(
+                f"distributed.mode {cfg.mode} runs several processes, and this is one: launch it with torchrun or "
+                "`hybridlm train ... --nproc N`, or set distributed.mode none"
+            )
         if cfg.tp > 1 or cfg.ep > 1:
             raise ConfigError(f"distributed.tp={cfg.tp} / ep={cfg.ep} need as many processes: launch with "
                               "torchrun or `hybridlm train ... --nproc N`")

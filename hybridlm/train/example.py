@@ -5,11 +5,13 @@ EXAMPLE_CONFIG = """\
 # line as --section.key VALUE (values are YAML: --train.steps 50, --optim.betas "[0.9, 0.99]").
 # This example runs as-is: the synthetic corpus (synth://...) is generated, tokenized and packed on first use.
 
-model:                      # a preset, plus any ModelConfig field to override (or all fields, without preset)
+model:                      # a preset, plus any ModelConfig field to override (or all fields, without preset);
+                            # or model: FILE.yaml / a model or run directory (its architecture; see hybridlm models)
   preset: zamba2-tiny       # Zamba2-style: Mamba2 + 2 shared attention blocks with LoRA (0.43M params)
 
 data:
-  sources:                  # packed token-shard directories (hybridlm data pack) blended by weight
+  sources:                  # packed token-shard directories (hybridlm data pack) blended by weight; relative
+                            # paths are taken from this file's directory
     - {path: synth://web, weight: 1.0}
   seq_len: 128              # tokens per sample (windows of seq_len + 1 cut from the token stream)
   eval_path: auto           # held-out shards, same tokenizer (auto: synth://eval for synth:// data, else none)
@@ -33,6 +35,7 @@ schedule:                   # LR as a function of the step: constant | cosine | 
   decay_shape: cosine       # wsd / anneal decay: linear | cosine | 1-sqrt | exponential
   decay_fraction: 0.2       # wsd: the last 20% of the steps decay
   peak_fraction: 0.75       # anneal only
+  total_steps: null         # steps the schedule spans (null: train.steps); a --resume for more steps keeps it
 
 train:
   steps: 150                # optimizer steps (~1 minute on one CPU core)
@@ -40,7 +43,7 @@ train:
   grad_accum: 1             # micro-steps per optimizer step (gradients weighted by token count)
   seed: 0                   # with phase, fixes the data order: resume needs only the step
   phase: 0                  # 0 pretraining, 1 annealing
-  init_from: null           # start from the weights of a checkpoint or exported model
+  init_from: null           # start from the weights of a checkpoint, exported model or run directory
   checkpoint_every: 50      # steps between checkpoints (OUTPUT/checkpoints/step_N, written atomically)
   keep_last: 2              # checkpoints kept
   eval_every: 50            # steps between held-out evaluations

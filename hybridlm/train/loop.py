@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from hybridlm.data.tokenizer import copy_tokenizer
 from hybridlm.errors import HybridLMError
 from hybridlm.model import HybridLM
 from hybridlm.parallel.model import ParallelModel
@@ -19,7 +20,7 @@ from hybridlm.plan.params import params as params_count
 from hybridlm.train import checkpoint as ckpt
 from hybridlm.train import rundir
 from hybridlm.train.config import RunConfig
-from hybridlm.train.data import BatchStream, document_ids, eval_dataset, target_count
+from hybridlm.train.data import BatchStream, document_ids, eval_dataset, repeat_warnings, target_count
 from hybridlm.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -58,11 +59,12 @@ def run_training(
     progress: bool | None = None,
     overwrite: bool = False,
     allow_changes: bool = False,
+    replan_schedule: bool = False,
 ) -> dict:
     """Train (or, with `resume`, continue from the newest valid checkpoint in `output_dir`); returns a summary dict
     with `final_loss`, `eval` (held-out loss / ppl), `tokens`, `tokens_per_s`, `mfu`, `final_model` and paths.
-    What a run may do with a directory that already holds one (`overwrite`, `allow_changes`) is in
-    `hybridlm.train.rundir`."""
+    What a run may do with a directory that already holds one (`overwrite`, `allow_changes`), and how a resume for
+    more steps treats the LR schedule (`replan_schedule`), is in `hybridlm.train.rundir`."""
     cfg = run_config if isinstance(run_config, RunConfig) else RunConfig.from_dict(run_config)
     device = pick_device(cfg.train.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -75,9 +77,10 @@ def run_training(
     owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = init_distributed(cfg.distributed, device)
     try:
-        with rundir.open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx) as start:
+        with rundir.open_run(Path(output_dir), cfg, resume, overwrite, allow_changes, ctx, replan_schedule) as start:
             return _train(
-                cfg, Path(output_dir), start, device, ctx, cfg.train.progress if progress is None else progress
+                start.config or cfg, Path(output_dir), start, device, ctx,
+                cfg.train.progress if progress is None else progress,
             )
     finally:
         if owned:
@@ -85,18 +88,32 @@ def run_training(
 
 
 def _load_init_weights(model: HybridLM | ParallelModel, source: str) -> None:
-    from hybridlm.config.resolve import is_checkpoint_dir
+    """train.init_from: the weights at a model location with weights (an export such as OUTPUT/final, a checkpoint
+    or a run directory; `hybridlm.locate`)."""
+    from hybridlm.errors import CheckpointError, ConfigError
+    from hybridlm.locate import locate
 
-    if is_checkpoint_dir(source):  # a Hugging Face export (e.g. OUTPUT/final)
-        weights = HybridLM.from_pretrained(source).state_dict()
-        if isinstance(model, ParallelModel):
-            from hybridlm.parallel.checkpoint import load_full_state
+    try:
+        loc = locate(source)
+    except ConfigError as err:
+        raise CheckpointError(f"train.init_from: {err}") from None
+    if not loc.has_weights:
+        raise HybridLMError(f"train.init_from {source!r} is a {loc.kind} without weights; give an exported model, a "
+                            "checkpoint (step_N) or a run directory")
+    if loc.kind == "checkpoint":
+        ckpt.load_checkpoint(ckpt.find_checkpoint(loc.path), model, None)
+        return
+    weights = HybridLM.from_pretrained(loc.path).state_dict()
+    if isinstance(model, ParallelModel):
+        from hybridlm.parallel.checkpoint import load_full_state
 
-            load_full_state(model.model, model.layouts, weights)
-        else:
-            model.load_state_dict(weights)
-    else:
-        ckpt.load_checkpoint(ckpt.find_checkpoint(source), model, None)
+        load_full_state(model.model, model.layouts, weights)
+        return
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = (str(err).splitlines()[1:2] or [str(err)])[0].strip()[:160]
+        raise HybridLMError(f"train.init_from {source}: its weights do not fit this run's model ({first})") from None
 
 
 def _build(mcfg, cfg: RunConfig, ctx: DistContext, device: torch.device):
@@ -131,13 +148,17 @@ def _train(
         _load_init_weights(holder, t.init_from)
     optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, zero1=ctx.mode == "zero1", exempt=exempt,
                                 process_group=ctx.pmesh.data_group if ctx.enabled else None)
-    start, tokens, bad = 0, 0, 0
+    start, tokens, bad, eval_before = 0, 0, 0, None
     if resume_from is not None:
         meta = ckpt.load_checkpoint(resume_from, holder, optimizer)
         start, tokens, bad = meta["step"], meta["tokens"], meta.get("bad_streak", 0)
+        eval_before = meta.get("eval_before")
 
     data_group = ctx.pmesh.data_group if ctx.enabled else None  # ranks with their own tokens (not tp's)
     stream = BatchStream(cfg.data, t, ctx.data_world, ctx.data_rank, vocab_size=mcfg.vocab_size)
+    if ctx.is_main:
+        for warning in repeat_warnings(stream, cfg.data, t.steps):
+            ckpt.notice(f"warning: {warning}")
     eval_ds = eval_dataset(cfg.data, stream, announce=ctx.is_main)
     autocast = torch.bfloat16 if device.type == "cuda" and t.dtype in ("auto", "bf16") else None
     n_global = t.batch_size * cfg.data.seq_len  # target tokens per optimizer step (every label is valid)
@@ -159,6 +180,8 @@ def _train(
             cfg.data.document_mask,
         )
 
+    if start == 0 and t.init_from and eval_ds is not None:  # held-out loss of the weights the run starts from
+        eval_before = evaluate()
     try:
         for step in range(start, t.steps):
             lr = lr_at(step, cfg.schedule, t.steps)
@@ -244,6 +267,7 @@ def _train(
                     "phase": t.phase,
                     "config": cfg.to_dict(),
                     "lr_max": cfg.schedule.lr,
+                    "eval_before": eval_before,
                 }
                 ckpt.save_checkpoint(out / "checkpoints", done, holder, optimizer, meta, ctx, t.keep_last)
     finally:
@@ -252,7 +276,7 @@ def _train(
 
     if eval_ds is not None and last_eval is None:
         last_eval = evaluate()
-    final_model = _export(model, mcfg, out, ctx) if t.export else None
+    final_model = _export(model, mcfg, out, ctx, stream.datasets) if t.export else None
     result = {
         "output_dir": str(out),
         "steps": t.steps,
@@ -260,6 +284,7 @@ def _train(
         "tokens": tokens,
         "final_loss": last_loss,
         "eval": last_eval,
+        "eval_before": eval_before,
         "tokens_per_s": meter.tokens_per_s,
         "mfu": meter.mfu,
         "flops_per_token": fpt,
@@ -276,15 +301,17 @@ def _train(
     if ctx.is_main:
         records = read_metrics(out / "metrics.jsonl")
         if t.plots and records:
-            result["plots"] = [str(p) for p in plot_run(records, out / "plots")]
+            result["plots"] = [str(p) for p in plot_run(records, out / "plots", eval_before)]
         (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def _export(model: HybridLM, mcfg, out: Path, ctx: DistContext) -> Path | None:
-    """Save the final weights in the Hugging Face layout (rank 0). A split model's weights come from the
+def _export(model: HybridLM, mcfg, out: Path, ctx: DistContext, datasets=()) -> Path | None:
+    """Save the final weights in the Hugging Face layout (rank 0), with the tokenizer the training data was packed
+    with, so the export is usable on its own (`hybridlm generate --prompt`). A split model's weights come from the
     checkpoint the run has just written at its last step, loaded whole in one process."""
     where = out / "final"
+    tokenizer = next((p for p in (ds.tokenizer_path() for ds in datasets) if p is not None), None)
     if ctx.enabled:
         if ctx.is_main:
             with torch.device("meta"):
@@ -293,9 +320,13 @@ def _export(model: HybridLM, mcfg, out: Path, ctx: DistContext) -> Path | None:
             ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"), plain, None, restore_rng=False,
                                  no_dist=True)
             plain.save_pretrained(where)
+            if tokenizer is not None:
+                copy_tokenizer(tokenizer, where)
         ctx_barrier(ctx)
         return where if ctx.is_main else None
     if not ctx.is_main:
         return None
     model.save_pretrained(where)
+    if tokenizer is not None:
+        copy_tokenizer(tokenizer, where)
     return where

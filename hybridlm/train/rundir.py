@@ -58,12 +58,42 @@ FREE_ON_RESUME = {
 
 @dataclass
 class RunStart:
-    """Where a run starts: the checkpoint to load (None: fresh) and its step."""
+    """Where a run starts: the checkpoint to load (None: fresh) and its step; `config` replaces the run config when
+    the resume keeps the original LR schedule's length (`schedule_note` says so)."""
 
     checkpoint: Path | None = None
     step: int = 0
     changes: list[str] = field(default_factory=list)
     set_aside: list[tuple[Path, str]] = field(default_factory=list)
+    config: RunConfig | None = None
+    schedule_note: str | None = None
+
+
+def keep_schedule(old: RunConfig, new: RunConfig, step: int, replan: bool) -> tuple[RunConfig, str | None]:
+    """A resume with another train.steps: by default the LR schedule keeps the length the run was planned with (the
+    LR of every step already taken stays what it was, and after the old end it stays at the schedule's end); with
+    `replan` it spans the new train.steps, and the LR at the resume step changes. Returns the config to run and a
+    line saying which (None when nothing changed)."""
+    from hybridlm.train.schedules import lr_at
+
+    planned = old.schedule.total_steps or old.train.steps
+    if replan and new.schedule.total_steps is not None:
+        new = new.replace(**{"schedule.total_steps": None})
+    elif not replan and new.schedule.total_steps is None and new.train.steps != planned:
+        new = new.replace(**{"schedule.total_steps": planned})
+    spans, steps, name = new.schedule.total_steps or new.train.steps, new.train.steps, new.schedule.name
+    was, now = lr_at(step, old.schedule, old.train.steps), lr_at(step, new.schedule, steps)
+    if spans == planned == steps:
+        return new, None
+    if spans != planned:
+        return new, (f"train.steps {planned} -> {steps}: the {name} LR schedule is re-planned over {spans} steps "
+                     f"(--replan-schedule); the LR at step {step} goes from {was:.3g} to {now:.3g}")
+    end = lr_at(planned, new.schedule, steps)
+    stretched = lr_at(step, new.replace(**{"schedule.total_steps": None}).schedule, steps)
+    where = (f"LR {now:.3g} at step {step} as planned, {end:.3g} from step {planned} on" if step < planned
+             else f"the LR stays at its end, {end:.3g}")
+    return new, (f"train.steps {planned} -> {steps}: the {name} LR schedule keeps its {planned} steps ({where}); "
+                 f"--replan-schedule spans it over {steps} steps instead (LR {stretched:.3g} at step {step})")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,7 +139,9 @@ def _holds_a_run(out: Path) -> list[str]:
     return found
 
 
-def plan_start(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_changes: bool) -> RunStart:
+def plan_start(
+    out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_changes: bool, replan_schedule: bool = False
+) -> RunStart:
     """Decide where the run starts, or refuse with one line; reads the directory, writes nothing."""
     if resume and overwrite:
         raise ConfigError("--resume continues the run in OUTPUT and --overwrite deletes it: give one of them")
@@ -133,7 +165,13 @@ def plan_start(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_c
             )
         return RunStart()
     meta = ckpt.read_meta(found)
-    model, other = config_changes(meta.get("config", {}), cfg)
+    try:
+        saved = RunConfig.from_dict(meta.get("config", {}))
+    except (ConfigError, TypeError, ValueError):  # a config from another version: compared field by field below
+        saved = None
+    run_cfg, note = keep_schedule(saved, cfg, int(meta["step"]), replan_schedule) if saved else (cfg, None)
+    model, other = config_changes(meta.get("config", {}), run_cfg)
+    other = [c for c in other if not c.startswith("schedule.total_steps ")]  # kept or re-planned above
     if model:
         raise ConfigError(
             f"--resume: the model differs from the checkpoint {found.name}'s ({'; '.join(model)}); a checkpoint "
@@ -149,7 +187,7 @@ def plan_start(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_c
             f"--resume: train.steps={cfg.train.steps} is below the checkpoint's step {meta['step']}; set "
             f"train.steps >= {meta['step']} to continue the run"
         )
-    return RunStart(found, int(meta["step"]), other, skipped)
+    return RunStart(found, int(meta["step"]), other, skipped, run_cfg, note)
 
 
 def _set_aside(path: Path) -> Path:
@@ -170,7 +208,8 @@ def _remove_debris(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_run(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_changes: bool, ctx):
+def open_run(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_changes: bool, ctx,
+             replan_schedule: bool = False):
     """Lock `out` (rank 0), decide the start (`plan_start`, on every rank), clean up, print the start line, and
     yield the `RunStart`; the lock is held until the block ends."""
     from hybridlm.train.distributed import barrier
@@ -178,7 +217,7 @@ def open_run(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_cha
     out = Path(out)
     lock = output_lock(out, "hybridlm train") if ctx.is_main else contextlib.nullcontext()
     with lock:
-        start = plan_start(out, cfg, resume, overwrite, allow_changes)
+        start = plan_start(out, cfg, resume, overwrite, allow_changes, replan_schedule)
         barrier(ctx)  # every rank has read the directory before rank 0 changes it
         if ctx.is_main:
             _remove_debris(out)
@@ -201,6 +240,8 @@ def open_run(out: Path, cfg: RunConfig, resume: bool, overwrite: bool, allow_cha
                         f"resuming from step {start.step} ({start.checkpoint.name})"
                         + (f" with changes: {'; '.join(start.changes)}" if start.changes else "")
                     )
+                    if start.schedule_note:
+                        ckpt.notice(start.schedule_note)
         barrier(ctx)
         yield start
 

@@ -37,9 +37,10 @@ def decay_shape(shape: str, q: float) -> float:
 
 
 def lr_at(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
-    """The LR of optimizer step `step` of a `total_steps` run."""
+    """The LR of optimizer step `step` of a `total_steps` run; a schedule planned for another length
+    (`cfg.total_steps`, kept when a run is resumed for more steps) spans that length, then stays at its end."""
     peak = cfg.lr * (cfg.peak_fraction if cfg.name == "anneal" else 1.0)
-    w, t = cfg.warmup_steps, total_steps
+    w, t = cfg.warmup_steps, cfg.total_steps or total_steps
     if step < w:
         return peak * (step + 1) / w
     if cfg.name == "constant":
