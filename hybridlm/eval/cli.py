@@ -106,12 +106,12 @@ def run(
     manager = task_manager(include_path, names)  # unknown tasks fail before the model loads
     model = _load(source, seed, threads, device)
     start = time.perf_counter()
-    results = run_tasks(model, names, tokenizer=tokenizer or source, include_path=include_path, manager=manager,
+    results = run_tasks(model, names, tokenizer=tokenizer, include_path=include_path, manager=manager,
                         batch_size=batch_size, max_length=max_length, num_fewshot=num_fewshot,
                         limit=int(limit) if limit is not None and limit >= 1 else limit, device=device, seed=seed,
                         bootstrap_iters=bootstrap_iters)
     settings = {"tasks": names, "include_path": str(include_path) if include_path else None,
-                "tokenizer": str(tokenizer or source), "batch_size": batch_size, "max_length": max_length,
+                "tokenizer": str(tokenizer), "batch_size": batch_size, "max_length": max_length,
                 "num_fewshot": num_fewshot, "limit": limit, "seed": seed, "device": device,
                 "seconds": round(time.perf_counter() - start, 3)}
     out = summary(results, source, settings)

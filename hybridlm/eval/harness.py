@@ -61,7 +61,7 @@ def _positive_int(name: str, value) -> int:
 @register_model(MODEL_NAME)
 class HybridLMEval(TemplateLM):
     """model_args: pretrained (checkpoint directory, preset or config file; or a HybridLM), tokenizer (directory
-    or tokenizer.json; or a transformers tokenizer; default: the checkpoint directory's), batch_size,
+    or tokenizer.json; or a transformers tokenizer; default: the one saved with the model), batch_size,
     max_length (default: the config's max_seq_len), max_gen_toks (256), device (cpu), dtype (float32),
     add_bos_token, seed (random weights of a preset and sampling)."""
 
@@ -83,11 +83,13 @@ class HybridLMEval(TemplateLM):
             from hybridlm.cli.generate import load_model
 
             self.model, _ = load_model(str(pretrained), int(seed))
+        if tokenizer is None and isinstance(pretrained, str | Path):
+            from hybridlm.locate import locate
+
+            tokenizer = locate(pretrained).tokenizer()  # the one saved with the model, if any
         if tokenizer is None:
-            if not (isinstance(pretrained, str | Path) and (Path(pretrained) / "tokenizer.json").is_file()):
-                raise HybridLMError("the hybridlm lm-eval model needs tokenizer=PATH (a tokenizer directory or "
-                                    "tokenizer.json) unless the checkpoint directory holds one")
-            tokenizer = pretrained
+            raise HybridLMError("the hybridlm lm-eval model needs tokenizer=PATH (a tokenizer directory or "
+                                "tokenizer.json) unless one is saved with the model")
         self.tokenizer = load_hf_tokenizer(tokenizer) if isinstance(tokenizer, str | Path) else tokenizer
         if dtype not in DTYPES:
             raise HybridLMError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
