@@ -22,6 +22,7 @@ import torch
 from hybridlm.bench.comms_math import OPS, check_op, valid_bytes
 from hybridlm.bench.report import Record, read_json
 from hybridlm.errors import HybridLMError
+from hybridlm.parallel.launch import PROGRESS_MARK, pump  # noqa: F401  (PROGRESS_MARK: the worker's)
 
 DTYPES = {
     "float32": torch.float32,
@@ -29,7 +30,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "float64": torch.float64,
 }
-PROGRESS_MARK = "@@hybridlm-bench-progress "
 ProgressFn = Callable[[int, int, str, int], None]  # (done, total, op, bytes)
 
 
@@ -142,31 +142,9 @@ def launch(config: CommsConfig, nproc: int, progress: ProgressFn | None, timeout
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stderr_tail = _pump(proc, progress, timeout_s)
+        stderr_tail = pump(proc, progress, timeout_s)
         if proc.returncode != 0 or not out_path.exists():
             raise RuntimeError(f"comms ranks failed (exit {proc.returncode}):\n{stderr_tail}")
         return read_json(out_path)
 
 
-def _pump(proc: subprocess.Popen, progress: ProgressFn | None, timeout_s: float) -> str:
-    """Feed rank 0's progress lines to `progress` until the ranks exit; return the tail of stderr."""
-    import threading
-
-    err_lines: list[str] = []
-    reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    timer = threading.Timer(timeout_s, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith(PROGRESS_MARK):
-                if progress is not None:
-                    done, total, op, nbytes = json.loads(line[len(PROGRESS_MARK) :])
-                    progress(done, total, op, nbytes)
-            else:
-                sys.stderr.write(line)
-        proc.wait()
-    finally:
-        timer.cancel()
-    reader.join(timeout=5)
-    return "".join(err_lines[-40:])

@@ -76,7 +76,7 @@ def run_ranks(module: str, nproc: int, request: dict, on_progress: Callable | No
         root = str(Path(__file__).resolve().parents[2])  # the ranks import this very copy of hybridlm
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        err_tail = _pump(proc, on_progress, timeout_s)
+        err_tail = pump(proc, on_progress, timeout_s)
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"{module} ranks failed (exit {proc.returncode}):\n{err_tail}")
         answer = json.loads(out.read_text())
@@ -105,7 +105,7 @@ def worker_main(fn: Callable[[dict], dict], argv: list[str] | None = None) -> No
         tmp.replace(args.out)
 
 
-def _pump(proc: subprocess.Popen, on_progress: Callable | None, timeout_s: float) -> str:
+def pump(proc: subprocess.Popen, on_progress: Callable | None, timeout_s: float) -> str:
     """Feed rank 0's progress lines to `on_progress` until the ranks exit; return the tail of stderr."""
     err_lines: list[str] = []
     reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
